@@ -1,0 +1,116 @@
+"""Validated, immutable configuration.
+
+Example:
+    >>> from ctxcomp.config import CompressionConfig
+    >>> cfg = CompressionConfig(scorer="attention", query_positions=4)
+    >>> cfg.query_positions
+    4
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ctxcomp.errors import ConfigError
+
+#: The proxy used when none is given: an offline preset, so the default needs no network.
+DEFAULT_PROXY = "qwen2.5-coder-0.5b-instruct"
+#: The keep ratio used when neither ``budget`` nor ``ratio`` is passed.
+DEFAULT_RATIO = 0.25
+
+ScorerName = Literal["auto", "attention", "focus", "probe"]
+ReorderName = Literal["none", "u_shape"]
+
+
+class CompressionConfig(BaseModel):
+    """Everything that decides how a context is compressed.
+
+    Two equal configs give identical results on identical inputs, and :func:`ctxcomp.compress`
+    reuses one loaded :class:`~ctxcomp.Compressor` per distinct config.
+
+    Example:
+        >>> CompressionConfig(proxy_model="gemma-3-270m").proxy_model
+        'gemma-3-270m'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    proxy_model: str = DEFAULT_PROXY
+    """Proxy LLM whose attention scores sentences: an offline preset name, a local directory,
+    a ``.gguf`` file or a hub id."""
+
+    reader_tokenizer: str | None = None
+    """Tokenizer that counts the budget (the reader LLM's). ``None`` uses the proxy's tokenizer."""
+
+    scorer: ScorerName = "auto"
+    """``attention`` (Sentinel-style query-to-context attention), ``focus`` (AttentionRAG answer-hint
+    focus token), ``probe`` (a trained probe; needs one for the proxy) or ``auto`` (``probe`` when one
+    ships for the proxy, else ``attention``)."""
+
+    probe_layers: tuple[int, ...] | None = None
+    """Decoder layers whose attention is read (negative indices count from the end). ``None`` uses
+    the preset's tuned layers, or the upper half of the model for other models. The forward pass
+    stops after the deepest of them."""
+
+    query_positions: int = Field(default=1, ge=1, le=256)
+    """How many trailing prompt positions (the end of the question) read the context."""
+
+    null_query: bool = False
+    """Subtract the attention a content-free question pays to each sentence (one extra prefill)."""
+
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
+
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Proxy weights dtype. ``auto``: bfloat16 on CUDA, float32 on CPU (bf16 is slow on most CPUs)."""
+
+    max_proxy_tokens: int = Field(default=8192, ge=128)
+    """Longest prompt given to the proxy in one prefill; longer contexts are split into windows of
+    whole documents, each with the question."""
+
+    kernel_backend: Literal["auto", "torch", "triton"] = "auto"
+    """Implementation of the probe reduction (``auto``: Triton on CUDA when installed)."""
+
+    reorder: ReorderName = "none"
+    """Placement of kept documents: ``none`` keeps retrieval order; ``u_shape`` puts the best
+    documents at both ends (ranks 1,3,5,... first, ...,4,2 last)."""
+
+    max_sentence_chars: int = Field(default=1000, ge=20)
+    """Sentences longer than this are split at clause boundaries (then at whitespace)."""
+
+    @field_validator("probe_layers")
+    @classmethod
+    def _layers_nonempty(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and len(v) == 0:
+            raise ValueError("must name at least one layer, or be None for the default")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_ok(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+    @field_validator("proxy_model")
+    @classmethod
+    def _spec_nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be a preset name, a directory, a .gguf file or a hub id")
+        return v
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"]) or "CompressionConfig"
+            fields = ", ".join(sorted(type(self).model_fields))
+            fix = (
+                f"remove it; valid fields are {fields}"
+                if first["type"] == "extra_forbidden"
+                else "see the field's documentation in ctxcomp.config.CompressionConfig"
+            )
+            raise ConfigError(f"CompressionConfig.{loc}", first["msg"], fix) from err
