@@ -1,0 +1,312 @@
+"""The attention probe: one prefill of the proxy, reading what its last positions attend to.
+
+A custom attention function, registered with transformers' ``AttentionInterface`` (and the
+matching mask function with ``AttentionMaskInterface``), delegates the model's own attention to
+the stock SDPA / flash-attention function, and on the probe layers also hands the post-RoPE
+queries of the probe rows and the layer's keys to :func:`ctxcomp.kernels.probe_attention`. The
+forward pass raises a private exception right after the deepest probe layer, so deeper layers
+and the LM head never run.
+
+Example:
+    >>> from ctxcomp.compressors.probe import PromptTemplate
+    >>> PromptTemplate().tail("Who?", focus=False)
+    '\\nQuestion: Who?'
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ctxcomp.types import Document, Sentence
+
+if TYPE_CHECKING:
+    import torch
+
+ATTN_PREFIX = "ctxcomp_"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How context and question are laid out for the proxy.
+
+    The question comes after the context, so causal attention from the question reads it. The
+    ``focus`` tail (AttentionRAG) ends on an answer hint whose last token is the focus token.
+
+    Attributes:
+        head: Text before the first document.
+        doc_header: Format of each document's header; ``{n}`` is its 1-based number.
+        doc_sep: Text after each document.
+        question: Format of the question tail.
+        focus_hint: Text appended after the question for the ``focus`` scorer.
+    """
+
+    head: str = "Read the documents, then answer the question.\n\n"
+    doc_header: str = "Document [{n}]: "
+    doc_sep: str = "\n\n"
+    question: str = "\nQuestion: {q}"
+    focus_hint: str = "\nAnswer: the answer is"
+
+    def tail(self, query: str, *, focus: bool) -> str:
+        """The text after the context.
+
+        Args:
+            query: The question.
+            focus: Append the answer hint.
+
+        Returns:
+            The tail string.
+        """
+        return self.question.format(q=query) + (self.focus_hint if focus else "")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A run of consecutive sentences of one document, shown to the proxy as one block.
+
+    Attributes:
+        doc_index: Index of the document in the call.
+        first: Global index of the unit's first sentence.
+        sentences: The sentences (document offsets).
+    """
+
+    doc_index: int
+    first: int
+    sentences: tuple[Sentence, ...]
+
+
+@dataclass
+class ProbeFeatures:
+    """Attention features of every sentence of one call.
+
+    Attributes:
+        mass: ``[L, H, S]`` context-renormalised attention mass per sentence, averaged over the
+            probe rows; across all windows each ``(layer, head)`` sums to 1 over sentences.
+        n_tokens: ``[S]`` proxy tokens per sentence.
+        layers: The probe layers, in the order of ``mass``'s first axis.
+        n_windows: Number of prefills.
+        n_context_tokens: Proxy tokens of all sentences together.
+    """
+
+    mass: np.ndarray
+    n_tokens: np.ndarray
+    layers: tuple[int, ...]
+    n_windows: int
+    n_context_tokens: int
+
+    def lift(self) -> np.ndarray:
+        """Attention per token relative to uniform attention over the context, ``[L, H, S]``.
+
+        1.0 means a sentence receives exactly its share of the context's tokens; sentences with
+        no proxy token of their own get 0.
+
+        Returns:
+            The lift array.
+        """
+        ntok = np.maximum(self.n_tokens, 1).astype(np.float32)  # [S]
+        out = self.mass / ntok[None, None, :] * float(max(self.n_context_tokens, 1))  # [L, H, S]
+        out[..., self.n_tokens == 0] = 0.0
+        return out
+
+
+class _StopForward(Exception):
+    """Raised after the deepest probe layer to end the forward pass early."""
+
+
+@dataclass
+class _Request:
+    layers: frozenset[int]
+    deepest: int
+    q_pos: torch.Tensor  # [M]
+    seg_ids: torch.Tensor  # [N]
+    num_segments: int
+    backend: str
+    out: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+_REQUEST: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("ctxcomp_probe", default=None)
+_REGISTER_LOCK = threading.Lock()
+_REGISTERED: set[str] = set()
+
+
+def register_attention(base: str) -> str:
+    """Register the probing twin of a stock attention implementation and its mask function.
+
+    Args:
+        base: ``"sdpa"`` or ``"flash_attention_2"`` (any name in ``ALL_ATTENTION_FUNCTIONS``).
+
+    Returns:
+        The registered name, ``"ctxcomp_" + base``, to pass as ``attn_implementation``.
+
+    Example:
+        >>> register_attention("sdpa")  # doctest: +SKIP
+        'ctxcomp_sdpa'
+    """
+    name = ATTN_PREFIX + base
+    with _REGISTER_LOCK:
+        if name in _REGISTERED:
+            return name
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+        stock = ALL_ATTENTION_FUNCTIONS[base]
+
+        def probing_attention(
+            module: Any,
+            query: torch.Tensor,  # [B, HQ, T, D]
+            key: torch.Tensor,  # [B, HKV, T, D]
+            value: torch.Tensor,  # [B, HKV, T, D]
+            attention_mask: torch.Tensor | None,
+            scaling: float | None = None,
+            dropout: float = 0.0,
+            **kwargs: Any,
+        ) -> Any:
+            req = _REQUEST.get()
+            if req is not None and module.layer_idx in req.layers:
+                from ctxcomp.kernels import probe_attention
+
+                if query.shape[0] != 1:
+                    raise RuntimeError("the ctxcomp probe runs one prompt per prefill (batch size 1)")
+                scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+                req.out[module.layer_idx] = probe_attention(
+                    query[0][:, req.q_pos],  # [HQ, M, D]
+                    key[0],  # [HKV, N, D]
+                    req.seg_ids,
+                    req.num_segments,
+                    scale=scale,
+                    q_pos=req.q_pos,
+                    window=kwargs.get("sliding_window"),
+                    softcap=kwargs.get("softcap"),
+                    backend=req.backend,  # type: ignore[arg-type]
+                )
+                if module.layer_idx == req.deepest:
+                    raise _StopForward
+            return stock(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+
+        AttentionInterface.register(name, probing_attention)
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+        _REGISTERED.add(name)
+    return name
+
+
+def build_prompt(
+    query: str, units: Sequence[Unit], docs: Sequence[Document], template: PromptTemplate, *, focus: bool
+) -> tuple[str, np.ndarray]:
+    """Lay out one window's prompt and the char -> global sentence index map.
+
+    Args:
+        query: The question.
+        units: The window's sentence runs.
+        docs: All documents of the call.
+        template: The prompt template.
+        focus: Use the answer-hint tail.
+
+    Returns:
+        ``(prompt, char_seg)`` where ``char_seg[c]`` is the global sentence index covering prompt
+        character ``c``, or -1.
+    """
+    parts: list[str] = [template.head]
+    spans: list[tuple[int, int, int]] = []  # (start, end, global sentence id)
+    pos = len(template.head)
+    for n, unit in enumerate(units, start=1):
+        header = template.doc_header.format(n=n)
+        parts.append(header)
+        pos += len(header)
+        text = docs[unit.doc_index].text
+        base = unit.sentences[0].start
+        body = text[base : unit.sentences[-1].end]
+        for j, s in enumerate(unit.sentences):
+            spans.append((pos + s.start - base, pos + s.end - base, unit.first + j))
+        parts.append(body)
+        pos += len(body)
+        parts.append(template.doc_sep)
+        pos += len(template.doc_sep)
+    parts.append(template.tail(query, focus=focus))
+    prompt = "".join(parts)
+    char_seg = np.full(len(prompt), -1, dtype=np.int64)
+    for a, b, g in spans:
+        char_seg[a:b] = g
+    return prompt, char_seg
+
+
+def token_segments(offsets: Sequence[tuple[int, int]], char_seg: np.ndarray) -> np.ndarray:
+    """Assign each token to the sentence holding its last character (or -1).
+
+    Args:
+        offsets: ``(start, end)`` char offsets of each token.
+        char_seg: Output of :func:`build_prompt`.
+
+    Returns:
+        ``[N]`` int64 segment ids.
+
+    Example:
+        >>> token_segments([(0, 2), (2, 3), (3, 3)], np.array([-1, 0, 0]))
+        array([ 0,  0, -1])
+    """
+    ends = np.fromiter((e for _, e in offsets), dtype=np.int64, count=len(offsets))  # [N]
+    starts = np.fromiter((s for s, _ in offsets), dtype=np.int64, count=len(offsets))  # [N]
+    seg = np.full(len(offsets), -1, dtype=np.int64)
+    ok = ends > starts
+    seg[ok] = char_seg[ends[ok] - 1]
+    return seg
+
+
+def run_probe(
+    model: Any,
+    input_ids: torch.Tensor,
+    seg_ids: np.ndarray,
+    num_segments: int,
+    *,
+    layers: Sequence[int],
+    m: int,
+    backend: str,
+) -> dict[int, np.ndarray]:
+    """One truncated prefill returning ``{layer: [HQ, S] attention mass}``.
+
+    Args:
+        model: A causal LM loaded with a ``ctxcomp_*`` attention implementation.
+        input_ids: ``[1, N]`` prompt ids on the model's device.
+        seg_ids: ``[N]`` segment id per token (-1 outside the context).
+        num_segments: Number of segments.
+        layers: Probe layers (non-negative).
+        m: Number of trailing probe rows.
+        backend: Kernel backend name.
+
+    Returns:
+        Attention mass per probe layer.
+    """
+    import torch
+
+    n = int(input_ids.shape[1])
+    m = min(m, n)
+    device = input_ids.device
+    req = _Request(
+        layers=frozenset(layers),
+        deepest=max(layers),
+        q_pos=torch.arange(n - m, n, device=device),  # [M]
+        seg_ids=torch.from_numpy(seg_ids).to(device),  # [N]
+        num_segments=num_segments,
+        backend=backend,
+    )
+    token = _REQUEST.set(req)
+    try:
+        with torch.inference_mode():
+            backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
+            backbone(input_ids=input_ids, use_cache=False)
+    except _StopForward:
+        pass
+    finally:
+        _REQUEST.reset(token)
+    missing = set(layers) - set(req.out)
+    if missing:
+        raise RuntimeError(
+            f"probe layers {sorted(missing)} were not reached; the model's attention does not go through "
+            "transformers' AttentionInterface"
+        )
+    return {li: t.detach().float().cpu().numpy() for li, t in req.out.items()}
