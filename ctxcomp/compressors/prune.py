@@ -24,9 +24,18 @@ DOC_SEPARATOR = "\n\n"
 
 
 def _gap(doc: Document, prev: Sentence, cur: Sentence) -> str:
-    """Separator between two kept sentences of one document: a newline if the source had one."""
-    between = doc.text[prev.end : cur.start]
-    return "\n" if "\n" in between else " "
+    """Separator before a kept sentence, from the whitespace that precedes it in the source.
+
+    No whitespace (CJK text) gives ``""``, whitespace with a newline gives ``"\n"``, other
+    whitespace a single space.
+    """
+    i = cur.start
+    while i > prev.end and doc.text[i - 1].isspace():
+        i -= 1
+    lead = doc.text[i : cur.start]
+    if not lead:
+        return ""
+    return "\n" if "\n" in lead else " "
 
 
 def doc_text(doc: Document, sents: Sequence[Sentence]) -> str:
@@ -77,18 +86,21 @@ def select(
     budget: int,
     *,
     count: Callable[[list[bool]], int],
+    max_fill_checks: int = 32,
 ) -> list[bool]:
     """Greedy selection by score under an exact budget.
 
     Sentences are taken in descending score (ties: earlier first) while their token cost plus one
     separator token fits; then the exact count of the assembled text is checked and the
-    lowest-scoring kept sentence dropped until it fits.
+    lowest-scoring kept sentence dropped until it fits; leftover budget is then filled with the
+    best remaining sentences that fit exactly.
 
     Args:
         scores: ``[S]`` scores.
         n_tokens: Tokens per sentence under the reader tokenizer.
         budget: Maximum tokens of the assembled text.
         count: Exact token count of the text assembled from a keep mask.
+        max_fill_checks: At most this many exact re-counts while filling leftover budget.
 
     Returns:
         Keep flag per sentence.
@@ -107,6 +119,23 @@ def select(
             kept[i] = True
             used += cost
     taken = [i for i in order if kept[i]]
-    while taken and count(kept) > budget:
+    current = count(kept)
+    while taken and current > budget:
         kept[taken.pop()] = False
+        current = count(kept)
+    # The estimate is conservative (a separator may merge into a neighbour's token): fill the slack
+    # with the best remaining sentences, each addition checked exactly. Bounded number of checks.
+    tries = 0
+    for i in order:
+        if tries >= max_fill_checks or current >= budget:
+            break
+        if kept[i] or n_tokens[i] == 0 or n_tokens[i] > budget - current + 1:
+            continue
+        tries += 1
+        kept[i] = True
+        c = count(kept)
+        if c <= budget:
+            current = c
+        else:
+            kept[i] = False
     return kept
