@@ -1,0 +1,331 @@
+"""Probe-kernel benchmark: Triton vs the PyTorch reference, and the probe's share of a prefill.
+
+Sections (each recorded in the JSON, a failing one as ``{"status": "skipped", "reason": ...}``):
+
+a. ``kernel``  — probe reduction time, Triton vs reference, Qwen2.5-0.5B shapes (14 q heads,
+   2 kv heads, D=64, bf16) at n = 4k / 8k / 32k keys and m = 1 / 32 probe rows, plus the max
+   relative error between the two.
+b. ``prefill`` — a bare prefill (SDPA, and flash-attn when installed) of a random-weight
+   Qwen2.5-0.5B-shaped model (no logits), and the probe's overhead as a share of it, counting one
+   probe call per probe layer of the default preset.
+c. ``compress`` — full :meth:`ctxcomp.Compressor.compress` at ~8k / ~32k tokens next to the bare
+   prefill, when ``ctxcomp.api`` and the default offline proxy are available.
+
+GPU timings use CUDA events after warmup and report medians. Without CUDA the script runs a
+reference-only smoke mode (tiny sizes, < 30 s) that writes ``"device": "cpu", "mode": "smoke"``
+to ``benchmarks/results/kernels-cpu-smoke.json`` (never to the GPU result file).
+
+Example:
+    python benchmarks/kernels.py --out benchmarks/results/kernels.json   # on an H200
+    python benchmarks/kernels.py                                          # CPU: smoke mode
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctxcomp.kernels import probe_attention
+
+GPU_OUT = Path("benchmarks/results/kernels.json")
+SMOKE_OUT = Path("benchmarks/results/kernels-cpu-smoke.json")
+
+# Qwen2.5-0.5B attention shapes.
+HQ, HKV, HEAD_DIM = 14, 2, 64
+QWEN_05B = {
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+}
+# Tiny stand-in for the CPU smoke mode (same head layout ratio, a few layers).
+QWEN_TINY = {
+    "hidden_size": 112,
+    "intermediate_size": 224,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "vocab_size": 1000,
+}
+FALLBACK_PROBE_LAYERS = 8  # the default preset's count, used if its preset cannot be read
+
+
+def timed(fn: Callable[[], object], *, cuda: bool, warmup: int, reps: int) -> float:
+    """Median wall time of ``fn`` in milliseconds (CUDA events on the GPU, perf_counter on CPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def probe_inputs(n: int, m: int, device: str, dtype: torch.dtype, seed: int = 0) -> dict[str, Any]:
+    """Random post-RoPE probe inputs: a sink token, ~25-token sentences, a 32-token question tail."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(HQ, m, HEAD_DIM, generator=g).to(device, dtype)  # [HQ, M, D]
+    k = torch.randn(HKV, n, HEAD_DIM, generator=g).to(device, dtype)  # [HKV, N, D]
+    seg = torch.arange(n) // 25  # [N]
+    seg[0] = -1
+    seg[max(1, n - 32) :] = -1
+    num_segments = int(seg.max().clamp_min(0)) + 1
+    q_pos = torch.arange(n - m, n).clamp_min(0)  # [M]
+    return {
+        "q": q,
+        "k": k,
+        "seg_ids": seg.to(device),
+        "num_segments": num_segments,
+        "scale": HEAD_DIM**-0.5,
+        "q_pos": q_pos.to(device),
+    }
+
+
+def bench_kernel(
+    sizes: list[int], rows: list[int], backends: list[str], *, cuda: bool
+) -> list[dict[str, Any]]:
+    """Section (a): per-call probe time of each backend."""
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    records = []
+    for n in sizes:
+        for m in rows:
+            args = probe_inputs(n, m, device, dtype)
+            rec: dict[str, Any] = {"n": n, "m": m, "hq": HQ, "hkv": HKV, "d": HEAD_DIM, "dtype": str(dtype)}
+            outs = {}
+            for backend in backends:
+                fn = functools.partial(probe_attention, **args, backend=backend)
+                outs[backend] = fn()
+                rec[f"{backend}_ms"] = timed(fn, cuda=cuda, warmup=3, reps=20 if cuda else 3)
+            if "triton" in outs:
+                ref = outs["torch"]
+                rec["max_rel_err"] = ((outs["triton"] - ref).abs().max() / ref.abs().max()).item()
+                rec["speedup"] = rec["torch_ms"] / rec["triton_ms"]
+            records.append(rec)
+            print(f"[kernel] {rec}")
+    return records
+
+
+def probe_layer_count() -> int:
+    """Probe layers of the default preset (one probe call each per prefill)."""
+    try:
+        from ctxcomp.config import DEFAULT_PROXY
+        from ctxcomp.models.presets import PRESETS
+
+        return len(PRESETS[DEFAULT_PROXY].probe_layers)
+    except Exception:  # the presets module is optional for this benchmark
+        return FALLBACK_PROBE_LAYERS
+
+
+def build_model(shape: dict[str, int], attn: str, device: str, dtype: torch.dtype) -> Any:
+    """A random-weight Qwen2 base model (no LM head: the probe never computes logits)."""
+    from transformers import Qwen2Config, Qwen2Model
+
+    config = Qwen2Config(**shape, max_position_embeddings=131072)  # a fresh config per instance
+    with torch.device(device):
+        model = Qwen2Model._from_config(config, attn_implementation=attn, dtype=dtype)
+    return model.eval()
+
+
+def attn_impls(cuda: bool) -> list[str]:
+    impls = ["sdpa"]
+    if cuda and importlib.util.find_spec("flash_attn") is not None:
+        impls.append("flash_attention_2")
+    return impls
+
+
+def bench_prefill(
+    sizes: list[int], kernel: list[dict[str, Any]], backends: list[str], *, cuda: bool
+) -> list[dict[str, Any]]:
+    """Section (b): bare prefill time and the probe's share of it."""
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    shape = QWEN_05B if cuda else QWEN_TINY
+    n_layers = probe_layer_count()
+    records = []
+    for attn in attn_impls(cuda):
+        model = build_model(shape, attn, device, dtype)
+        for n in sizes:
+            ids = torch.randint(0, shape["vocab_size"], (1, n), generator=torch.Generator().manual_seed(n))
+            ids = ids.to(device)  # [1, N]
+
+            def prefill(ids: torch.Tensor = ids, model: Any = model) -> None:
+                with torch.inference_mode():
+                    model(input_ids=ids, use_cache=False)
+
+            prefill_ms = timed(prefill, cuda=cuda, warmup=2, reps=5 if cuda else 2)
+            for m in sorted({r["m"] for r in kernel if r["n"] == n}):
+                rec: dict[str, Any] = {
+                    "n": n,
+                    "m": m,
+                    "attn_implementation": attn,
+                    "model": "qwen2.5-0.5b-shaped random" if cuda else "tiny qwen2 random (smoke)",
+                    "prefill_ms": prefill_ms,
+                    "probe_layers": n_layers,
+                }
+                k = next(r for r in kernel if r["n"] == n and r["m"] == m)
+                for backend in backends:
+                    probe_ms = n_layers * k[f"{backend}_ms"]
+                    rec[f"probe_{backend}_ms"] = probe_ms
+                    rec[f"overhead_share_{backend}"] = probe_ms / prefill_ms
+                records.append(rec)
+                print(f"[prefill] {rec}")
+        del model
+        if cuda:
+            torch.cuda.empty_cache()
+    return records
+
+
+WORDS = [
+    *("the", "a", "river", "city", "council", "report", "museum", "engine", "protein", "orbit"),
+    *("harvest", "ledger", "signal", "bridge", "winter", "theory", "archive", "market", "voltage"),
+    *("island", "treaty", "painter", "glacier", "enzyme", "novel", "harbor"),
+]
+
+
+def synthetic_docs(n_tokens: int, seed: int = 0) -> list[str]:
+    """Pseudo-English documents of roughly ``n_tokens`` tokens (about 1.3 tokens per word)."""
+    rng = random.Random(seed)
+    docs, words = [], 0
+    while words * 1.3 < n_tokens:
+        sentences = []
+        for _ in range(8):
+            k = rng.randint(8, 20)
+            sentences.append(" ".join(rng.choice(WORDS) for _ in range(k)).capitalize() + ".")
+            words += k
+        docs.append(" ".join(sentences))
+    return docs
+
+
+def bench_compress(sizes: list[int], prefill: list[dict[str, Any]], *, cuda: bool) -> dict[str, Any]:
+    """Section (c): full compress vs the bare SDPA prefill of the same length."""
+    if not cuda:
+        return {"status": "skipped", "reason": "smoke mode: needs CUDA and the offline proxy model"}
+    try:
+        from ctxcomp.api import Compressor
+        from ctxcomp.config import CompressionConfig
+    except ImportError as err:
+        return {"status": "skipped", "reason": f"ctxcomp.api unavailable: {err}"}
+    query = "Which treaty did the council sign after the winter harvest?"
+    bare_ms = {r["n"]: r["prefill_ms"] for r in prefill if r["attn_implementation"] == "sdpa"}
+    records = []
+    try:
+        for backend in ("torch", "triton"):
+            window = max(sizes) + 4096  # one window per call: compare like with like
+            config = CompressionConfig(device="cuda", kernel_backend=backend, max_proxy_tokens=window)
+            comp = Compressor(config).load()
+            for n in sizes:
+                docs = synthetic_docs(n)
+                run = functools.partial(comp.compress, query, docs, ratio=0.25)
+
+                ctx = run()
+                ms = timed(run, cuda=True, warmup=1, reps=3)
+                bare = bare_ms.get(n)
+                rec = {
+                    "target_tokens": n,
+                    "original_tokens": ctx.stats.original_tokens,
+                    "kernel_backend": backend,
+                    "compress_ms": ms,
+                    "bare_prefill_ms_at_target": bare,
+                    "ratio_to_bare_prefill": ms / bare if bare else None,
+                    "n_windows": ctx.stats.n_windows,
+                }
+                records.append(rec)
+                print(f"[compress] {rec}")
+            del comp
+            torch.cuda.empty_cache()
+    except Exception as err:  # the proxy or the API may be missing on the bench machine
+        return {"status": "skipped", "reason": f"{type(err).__name__}: {err}", "partial": records}
+    return {"status": "ok", "records": records}
+
+
+def section(name: str, fn: Callable[[], Any]) -> Any:
+    """Run one section; a failure is recorded instead of aborting the whole benchmark."""
+    try:
+        return fn()
+    except Exception as err:
+        print(f"[{name}] skipped: {type(err).__name__}: {err}")
+        return {"status": "skipped", "reason": f"{type(err).__name__}: {err}"}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=None, help=f"JSON output (default {GPU_OUT} on CUDA)")
+    args = parser.parse_args(argv)
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        mode, out = "full", args.out or GPU_OUT
+        sizes, rows = [4096, 8192, 32768], [1, 32]
+        backends = ["torch", "triton"] if importlib.util.find_spec("triton") else ["torch"]
+    else:
+        mode, out = "smoke", args.out or SMOKE_OUT
+        if out.resolve() == GPU_OUT.resolve():
+            print(f"smoke mode never writes the GPU result file; writing {SMOKE_OUT} instead")
+            out = SMOKE_OUT
+        sizes, rows, backends = [256, 1024], [1, 8], ["torch"]
+
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {
+        "device": "cuda" if cuda else "cpu",
+        "mode": mode,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "backends": backends,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        import transformers
+
+        result["transformers"] = transformers.__version__
+    except ImportError:
+        result["transformers"] = None
+    if "triton" in backends:
+        import triton
+
+        result["triton"] = triton.__version__
+
+    kernel = section("kernel", lambda: bench_kernel(sizes, rows, backends, cuda=cuda))
+    result["kernel"] = kernel
+    if isinstance(kernel, list):
+        prefill = section("prefill", lambda: bench_prefill(sizes, kernel, backends, cuda=cuda))
+    else:
+        prefill = {"status": "skipped", "reason": "kernel section failed"}
+    result["prefill"] = prefill
+    compress_sizes = [8192, 32768]
+    bare = prefill if isinstance(prefill, list) else []
+    result["compress"] = section("compress", lambda: bench_compress(compress_sizes, bare, cuda=cuda))
+    result["elapsed_s"] = round(time.perf_counter() - t0, 2)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out} in {result['elapsed_s']} s")
+    return result
+
+
+if __name__ == "__main__":
+    main()
