@@ -46,7 +46,22 @@ from ctxcomp.types import (
 logger = logging.getLogger(__name__)
 
 
-def _check_query(query: object) -> str:
+def check_query(query: object) -> str:
+    """Validate a question.
+
+    Args:
+        query: The value passed as the question.
+
+    Returns:
+        The query unchanged.
+
+    Raises:
+        InputError: Not a string, or empty/whitespace.
+
+    Example:
+        >>> check_query("Who?")
+        'Who?'
+    """
     if not isinstance(query, str):
         raise InputError("query", f"must be a str, got {type(query).__name__}", "pass the question as a string")
     if not query.strip():
@@ -295,7 +310,7 @@ class Compressor:
         Example:
             >>> sents, scores, _ = Compressor().score("q?", ["A. B."])  # doctest: +SKIP
         """
-        query = _check_query(query)
+        query = check_query(query)
         sp = self._split(as_documents(docs))
         if not sp.sentences:
             return [], np.zeros(0), 0
@@ -328,7 +343,7 @@ class Compressor:
         """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
-        query = _check_query(query)
+        query = check_query(query)
         documents = as_documents(docs)
         if budget is not None or ratio is not None:
             resolve_budget(1, budget, ratio)  # validate before any work

@@ -75,8 +75,9 @@ def _add_budget_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_compress(args: argparse.Namespace) -> int:
-    from ctxcomp.api import Compressor
+    from ctxcomp.api import Compressor, check_query
 
+    check_query(args.query)
     if args.docs == "-":
         docs = list(_read_docs(sys.stdin, "<stdin>"))
     else:

@@ -1,0 +1,40 @@
+# One command to set up and run the main job, one to set up and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRAS ?= offline,faiss,triton,dev
+
+.PHONY: setup demo test lint bench-latency clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# CPU torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+## demo: compress the sample corpus for a question on the offline default proxy (no network).
+demo: setup
+	$(BIN)/ctxcomp compress --query "Who built the lighthouse and when?" \
+		--docs examples/sample_docs.jsonl --ratio 0.3
+
+## test: lint, type-check and run the whole test suite (slow real-model tests included).
+test: setup
+	$(BIN)/ruff check ctxcomp tests benchmarks examples
+	$(BIN)/ruff format --check ctxcomp tests benchmarks examples
+	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check ctxcomp tests benchmarks examples && $(BIN)/ruff format --check ctxcomp tests benchmarks examples && $(BIN)/mypy
+
+bench-latency: setup
+	$(BIN)/python -m benchmarks.latency --out benchmarks/results/latency.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,157 @@
+"""Latency of compress() against a bare SDPA prefill and the eager output_attentions route.
+
+For each offline preset and context size (~1k/2k/4k proxy tokens of real NQ passages) it runs,
+each in a fresh subprocess so peak RSS is per method:
+
+(a) ``compress()`` wall time (probe stops after the deepest probe layer; no logits);
+(b) a bare SDPA prefill of the same prompt through ALL layers (backbone, no LM head);
+(c) the eager route: full forward with ``output_attentions=True``.
+
+Usage: python -m benchmarks.latency [--sizes 1000 2000 4000] [--presets ...] [--repeats 3]
+Writes benchmarks/results/latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.nqdata import DEFAULT_DATA
+
+
+def _docs_for(tokens: int, tok) -> list[str]:  # noqa: ANN001
+    import gzip
+
+    out: list[str] = []
+    total = 0
+    with gzip.open(DEFAULT_DATA, "rt") as fh:
+        for line in fh:
+            c = json.loads(line)["ctxs"][0]
+            text = f"{c['title']}. {c['text']}"
+            n = len(tok(text, add_special_tokens=False)["input_ids"])
+            if total + n > tokens:
+                break
+            out.append(text)
+            total += n
+    return out
+
+
+def worker(preset: str, size: int, method: str, repeats: int) -> dict:
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    from ctxcomp import CompressionConfig, Compressor
+
+    comp = Compressor(CompressionConfig(proxy_model=preset, scorer="attention")).load()
+    tok = comp._proxy_tokenizer
+    docs = _docs_for(size, tok)
+    question = "who got the first nobel prize in physics"
+    from ctxcomp.compressors.probe import build_prompt
+    from ctxcomp.types import as_documents
+
+    sp = comp._split(as_documents(docs))
+    units = comp._windows(sp, question, False)
+    assert len(units) == 1
+    prompt, _ = build_prompt(question, units[0], sp.docs, comp.template, focus=False)
+    ids = torch.tensor([tok(prompt)["input_ids"]])
+    model = comp._model
+    if method == "eager":
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(
+            comp._source.location, attn_implementation="eager", dtype=torch.float32
+        ).eval()
+
+    def run() -> None:
+        if method == "compress":
+            comp.compress(question, docs, ratio=0.2)
+        elif method == "sdpa_prefill":
+            with torch.inference_mode():
+                comp._model.get_decoder()(input_ids=ids, use_cache=False)
+        else:
+            with torch.inference_mode():
+                model(input_ids=ids, output_attentions=True, use_cache=False)
+
+    run()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return {
+        "preset": preset,
+        "target_tokens": size,
+        "prompt_tokens": int(ids.shape[1]),
+        "method": method,
+        "probe_layers": list(comp._layers),
+        "median_s": times[len(times) // 2],
+        "times_s": times,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 4000])
+    ap.add_argument("--presets", nargs="+", default=["qwen2.5-coder-0.5b-instruct", "gemma-3-270m"])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="benchmarks/results/latency.json")
+    ap.add_argument("--worker", nargs=3, metavar=("PRESET", "SIZE", "METHOD"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        preset, size, method = args.worker
+        print(json.dumps(worker(preset, int(size), method, args.repeats)))
+        return
+    rows = []
+    for preset in args.presets:
+        for size in args.sizes:
+            for method in ("compress", "sdpa_prefill", "eager"):
+                cmd = [sys.executable, "-m", "benchmarks.latency", "--repeats", str(args.repeats),
+                       "--worker", preset, str(size), method]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0:
+                    rows.append({"preset": preset, "target_tokens": size, "method": method,
+                                 "error": res.stderr[-2000:]})
+                    print(f"{preset} {size} {method}: FAILED", file=sys.stderr)
+                    continue
+                row = json.loads(res.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(f"{preset} n={row['prompt_tokens']} {method}: {row['median_s']:.3f}s "
+                      f"rss={row['peak_rss_mb']:.0f}MB", file=sys.stderr, flush=True)
+    summary = []
+    for preset in args.presets:
+        for size in args.sizes:
+            by = {r["method"]: r for r in rows if r["preset"] == preset and r["target_tokens"] == size and "error" not in r}
+            if {"compress", "sdpa_prefill", "eager"} <= set(by):
+                summary.append({
+                    "preset": preset,
+                    "prompt_tokens": by["compress"]["prompt_tokens"],
+                    "compress_over_prefill": by["compress"]["median_s"] / by["sdpa_prefill"]["median_s"],
+                    "eager_over_compress": by["eager"]["median_s"] / by["compress"]["median_s"],
+                    "peak_rss_mb": {m: by[m]["peak_rss_mb"] for m in by},
+                })
+    import platform
+
+    out = {
+        "benchmark": "latency",
+        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
+                    "torch": __import__("torch").__version__},
+        "note": "CPU fp32; compress() includes splitting, tokenising, pruning; the prefill is the backbone "
+                "through all layers without the LM head; each row in its own process (peak RSS per method).",
+        "rows": rows,
+        "summary": summary,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1))
+    for s in summary:
+        print(json.dumps(s), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

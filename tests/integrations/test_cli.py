@@ -1,0 +1,73 @@
+"""The ``ctxcomp compress`` command."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from ctxcomp.integrations.cli import main
+
+
+@pytest.fixture()
+def docs_file(tmp_path: Path) -> Path:
+    p = tmp_path / "docs.jsonl"
+    p.write_text(
+        json.dumps({"id": "a", "text": "Paris is the capital of France. It is big.", "metadata": {"u": 1}}) + "\n"
+        + json.dumps("A bare string document. With two sentences.") + "\n\n"
+    )
+    return p
+
+
+def test_compress_text_and_json(docs_file: Path, tiny_qwen: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["compress", "--query", "capital of France?", "--docs", str(docs_file), "--ratio", "1.0",
+               "--proxy", str(tiny_qwen), "--scorer", "attention"])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert "Paris is the capital of France." in out.out
+    assert "kept" in out.err
+    rc = main(["compress", "--query", "capital?", "--docs", str(docs_file), "--budget", "12", "--json",
+               "--proxy", str(tiny_qwen), "--scorer", "attention"])
+    data = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert data["stats"]["kept_tokens"] <= 12
+    assert {s["doc_id"] for s in data["sentences"]} == {"a", "1"}
+    for d in data["documents"]:
+        if d["id"] == "a":
+            assert d["metadata"]["u"] == 1 and "ctxcomp_score" in d["metadata"]
+
+
+def test_stdin(tiny_qwen: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO('"One sentence. Two sentences."\n'))
+    rc = main(["compress", "--query", "q?", "--docs", "-", "--ratio", "1", "--proxy", str(tiny_qwen),
+               "--scorer", "attention"])
+    assert rc == 0
+    assert capsys.readouterr().out == "One sentence. Two sentences.\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [("{bad json\n", "invalid JSON"), ('{"id": "x"}\n', "text"), ("[1, 2]\n", "string or an object")],
+)
+def test_bad_docs_lines(tmp_path: Path, tiny_qwen: Path, content: str, needle: str,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_text(content)
+    rc = main(["compress", "--query", "q?", "--docs", str(p), "--proxy", str(tiny_qwen)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err and ":1" in err
+
+
+def test_usage_errors(tmp_path: Path, tiny_qwen: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compress", "--query", " ", "--docs", str(tmp_path / "none.jsonl")]) == 2
+    assert "query" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["compress", "--query", "q", "--docs", "-", "--budget", "5", "--ratio", "0.5"])
+    assert exc.value.code == 2
+    p = tmp_path / "d.jsonl"
+    p.write_text('"x."\n')
+    assert main(["compress", "--query", "q", "--docs", str(p), "--ratio", "2", "--proxy", str(tiny_qwen)]) == 2
+    assert "ratio" in capsys.readouterr().err
