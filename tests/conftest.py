@@ -32,7 +32,9 @@ def _train_tokenizer(path: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(_CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
     fast.save_pretrained(path)
 
 
@@ -48,18 +50,37 @@ def build_tiny(kind: str, path: Path) -> Path:
         from transformers import Qwen2Config
 
         cfg = Qwen2Config(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-            bos_token_id=0, eos_token_id=1, tie_word_embeddings=True,
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            bos_token_id=0,
+            eos_token_id=1,
+            tie_word_embeddings=True,
         )
     else:
         from transformers import Gemma3TextConfig
 
         cfg = Gemma3TextConfig(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=6,
-            num_attention_heads=4, num_key_value_heads=1, head_dim=32, sliding_window=16,
-            query_pre_attn_scalar=32, max_position_embeddings=4096, bos_token_id=0, eos_token_id=1,
-            pad_token_id=2, layer_types=["sliding_attention"] * 2 + ["full_attention"] + ["sliding_attention"] * 2
+            vocab_size=vocab,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=6,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=32,
+            sliding_window=16,
+            query_pre_attn_scalar=32,
+            max_position_embeddings=4096,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=2,
+            layer_types=["sliding_attention"] * 2
+            + ["full_attention"]
+            + ["sliding_attention"] * 2
             + ["full_attention"],
         )
     model = AutoModelForCausalLM.from_config(cfg)

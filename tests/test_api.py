@@ -17,7 +17,9 @@ from ctxcomp import CompressionConfig, Compressor, Document
 from ctxcomp.errors import ConfigError, CtxcompError, InputError, UnknownModelError
 
 DOCS = [
-    Document("a", "The Eiffel Tower is in Paris. Paris is the capital of France.", {"url": "https://a", "n": 1}),
+    Document(
+        "a", "The Eiffel Tower is in Paris. Paris is the capital of France.", {"url": "https://a", "n": 1}
+    ),
     Document("b", "Wilhelm Conrad Röntgen won the first Nobel Prize in Physics in 1901. He was German."),
     Document("c", "东京是日本的首都。你好！ Emoji 😀 and numbers 3.14 are fine.\n- a bullet\n- another one"),
 ]
@@ -28,7 +30,9 @@ def comp(tiny_qwen: Path) -> Compressor:
     return Compressor(CompressionConfig(proxy_model=str(tiny_qwen), scorer="attention", probe_layers=(1, 2)))
 
 
-def check_invariants(ctx: ctxcomp.CompressedContext, docs: list[Document], budget: int, comp: Compressor) -> None:
+def check_invariants(
+    ctx: ctxcomp.CompressedContext, docs: list[Document], budget: int, comp: Compressor
+) -> None:
     by_id = {d.id: d for d in docs}
     for s in ctx.sentences:
         assert by_id[s.doc_id].text[s.start : s.end] == s.text
@@ -101,7 +105,9 @@ def test_bad_query(comp: Compressor, query: object) -> None:
         comp.compress(query, DOCS)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("docs", [[1, 2], [{"text": "x"}], "a single string", [Document("x", "a"), Document("x", "b")]])
+@pytest.mark.parametrize(
+    "docs", [[1, 2], [{"text": "x"}], "a single string", [Document("x", "a"), Document("x", "b")]]
+)
 def test_bad_docs(comp: Compressor, docs: object) -> None:
     with pytest.raises(InputError, match="docs"):
         comp.compress("q?", docs)  # type: ignore[arg-type]
@@ -139,7 +145,9 @@ def test_windows_make_scores_comparable(tiny_qwen: Path, tmp_path: Path) -> None
     docs = [f"Document number {i} says {'many words ' * (i + 1)}here. And more." for i in range(12)]
     one = Compressor(CompressionConfig(proxy_model=str(tmp_path), scorer="attention", probe_layers=(0,)))
     many = Compressor(
-        CompressionConfig(proxy_model=str(tmp_path), scorer="attention", probe_layers=(0,), max_proxy_tokens=128)
+        CompressionConfig(
+            proxy_model=str(tmp_path), scorer="attention", probe_layers=(0,), max_proxy_tokens=128
+        )
     )
     a = one.compress("q?", docs, ratio=0.5)
     b = many.compress("q?", docs, ratio=0.5)
@@ -150,9 +158,11 @@ def test_windows_make_scores_comparable(tiny_qwen: Path, tmp_path: Path) -> None
 
 def test_windows_cover_every_sentence(tiny_qwen: Path) -> None:
     c = Compressor(
-        CompressionConfig(proxy_model=str(tiny_qwen), scorer="focus", probe_layers=(-1,), max_proxy_tokens=128)
+        CompressionConfig(
+            proxy_model=str(tiny_qwen), scorer="focus", probe_layers=(-1,), max_proxy_tokens=128
+        )
     )
-    docs = [("Sentence %d of a long document. " % i) * 3 for i in range(40)]
+    docs = [f"Sentence {i} of a long document. " * 3 for i in range(40)]
     ctx = c.compress("what?", docs, budget=100)
     assert ctx.stats.n_windows > 1
     assert all(np.isfinite(s.score) for s in ctx.sentences)
@@ -163,8 +173,9 @@ def test_windows_cover_every_sentence(tiny_qwen: Path) -> None:
 def test_batch_and_async(comp: Compressor) -> None:
     items = [("capital of France?", DOCS), {"query": "Nobel?", "docs": DOCS}]
     out = comp.compress_batch(items, ratio=0.5)
-    assert [o.text for o in out] == [comp.compress(q, d, ratio=0.5).text for q, d in
-                                     [("capital of France?", DOCS), ("Nobel?", DOCS)]]
+    assert [o.text for o in out] == [
+        comp.compress(q, d, ratio=0.5).text for q, d in [("capital of France?", DOCS), ("Nobel?", DOCS)]
+    ]
     res = asyncio.run(comp.acompress("capital of France?", DOCS, ratio=0.5))
     assert res.text == out[0].text
     with pytest.raises(InputError, match=r"items\[0\]"):
@@ -182,7 +193,9 @@ def test_u_shape_reorder(tiny_qwen: Path) -> None:
 def test_module_function_caches_compressor(tiny_qwen: Path) -> None:
     cfg = CompressionConfig(proxy_model=str(tiny_qwen), scorer="attention")
     a = ctxcomp.compress("q?", DOCS, ratio=0.5, config=cfg)
-    b = ctxcomp.compress("q?", DOCS, ratio=0.5, config=CompressionConfig(proxy_model=str(tiny_qwen), scorer="attention"))
+    b = ctxcomp.compress(
+        "q?", DOCS, ratio=0.5, config=CompressionConfig(proxy_model=str(tiny_qwen), scorer="attention")
+    )
     assert a.text == b.text
     from ctxcomp.api import _cached
 
@@ -208,15 +221,17 @@ def test_bad_probe_layer(tiny_qwen: Path) -> None:
 def test_import_is_light() -> None:
     code = (
         "import sys, ctxcomp, ctxcomp.kernels, ctxcomp.retrieval, ctxcomp.integrations; "
-        "heavy = [m for m in ('torch', 'transformers', 'faiss', 'langchain_core', 'triton', 'sentence_transformers', "
-        "'ray') if m in sys.modules]; print(heavy)"
+        "heavy = [m for m in ('torch', 'transformers', 'faiss', 'langchain_core', 'triton', "
+        "'sentence_transformers', 'ray') if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 _text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=0, max_size=120
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    min_size=0,
+    max_size=120,
 )
 
 

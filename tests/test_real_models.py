@@ -16,8 +16,10 @@ def _norm(s: str) -> str:
 def _nq_context(rows: list[dict], qi: int, n_docs: int) -> tuple[str, list[str], list[Document]]:
     row = rows[qi]
     others = [r for j, r in enumerate(rows) if j != qi][: n_docs - 1]
-    docs = [Document(f"d{j}", f"{r['ctxs'][0]['title']}. {r['ctxs'][0]['text']}", {"gold": False})
-            for j, r in enumerate(others)]
+    docs = [
+        Document(f"d{j}", f"{r['ctxs'][0]['title']}. {r['ctxs'][0]['text']}", {"gold": False})
+        for j, r in enumerate(others)
+    ]
     gold = row["ctxs"][0]
     docs.insert(n_docs // 2, Document("gold", f"{gold['title']}. {gold['text']}", {"gold": True}))
     return row["question"], row["answers"], docs

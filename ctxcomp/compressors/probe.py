@@ -187,7 +187,9 @@ def register_attention(base: str) -> str:
                 )
                 if module.layer_idx == req.deepest:
                     raise _StopForward
-            return stock(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+            return stock(
+                module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+            )
 
         AttentionInterface.register(name, probing_attention)
         AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])

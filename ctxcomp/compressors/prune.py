@@ -7,7 +7,8 @@ so separators and tokenizer merges across boundaries can never push it over.
 Example:
     >>> from ctxcomp.types import Document, Sentence
     >>> docs = [Document("a", "One. Two. Three.")]
-    >>> sents = [Sentence("a", i, s, e, docs[0].text[s:e]) for i, (s, e) in enumerate([(0, 4), (5, 9), (10, 16)])]
+    >>> spans = [(0, 4), (5, 9), (10, 16)]
+    >>> sents = [Sentence("a", i, s, e, docs[0].text[s:e]) for i, (s, e) in enumerate(spans)]
     >>> assemble(docs, [0], sents, [True, False, True])
     'One. Three.'
 """

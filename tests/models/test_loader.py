@@ -33,7 +33,7 @@ def test_unknown_spec_lists_presets(spec: str) -> None:
 
 
 def test_dir_without_config(tmp_path: Path) -> None:
-    with pytest.raises(UnknownModelError, match="config.json"):
+    with pytest.raises(UnknownModelError, match=r"config\.json"):
         loader.resolve_spec(str(tmp_path))
 
 
@@ -45,8 +45,15 @@ def _fake_preset(tmp_path: Path, sha: str) -> Preset:
     (pkg / "data" / "p1").write_bytes(b"world")
     if str(tmp_path) not in sys.path:
         sys.path.insert(0, str(tmp_path))
-    return Preset("fake", "fake.gguf", sha, (("fake_chunks_pkg", "data/p0"), ("fake_chunks_pkg", "data/p1")),
-                  "pip install fake", "none", (0,))
+    return Preset(
+        "fake",
+        "fake.gguf",
+        sha,
+        (("fake_chunks_pkg", "data/p0"), ("fake_chunks_pkg", "data/p1")),
+        "pip install fake",
+        "none",
+        (0,),
+    )
 
 
 def test_assemble_verifies_sha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,8 +71,15 @@ def test_assemble_verifies_sha(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_missing_chunk_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CTXCOMP_CACHE", str(tmp_path))
-    p = Preset("x", "x.gguf", "0" * 64, (("ctxcomp_no_such_pkg", "data/p"),), "pip install 'ctxcomp[offline]'",
-               "none", (0,))
+    p = Preset(
+        "x",
+        "x.gguf",
+        "0" * 64,
+        (("ctxcomp_no_such_pkg", "data/p"),),
+        "pip install 'ctxcomp[offline]'",
+        "none",
+        (0,),
+    )
     with pytest.raises(MissingDependencyError, match=r"ctxcomp\[offline\]"):
         loader.assemble_preset(p)
 

@@ -1,0 +1,195 @@
+"""Sentence features for the trained probe, grouped in switchable families.
+
+Families:
+
+* ``attention``: log attention lift of each selected (layer, head), per-layer head means, and the
+  within-context z-score of the overall mean (from :class:`~ctxcomp.compressors.probe.ProbeFeatures`);
+* ``doc_attention``: log of the sentence's document's total attention mass relative to a uniform
+  share of documents;
+* ``embedding``: MiniLM cosine of the sentence and of its document to the question, and the
+  sentence cosine's within-context z-score;
+* ``bm25``: Okapi BM25 of the sentence against the question over the context's sentences, raw and
+  relative to the context's best;
+* ``position``: relative document slot, relative sentence index, first-sentence flag, log length.
+
+Example:
+    >>> s = bm25_scores("capital of france", ["paris is the capital of france", "berlin is big"])
+    >>> s.round(2).tolist()
+    [1.83, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ctxcomp.compressors.probe import ProbeFeatures
+
+FAMILIES = ("attention", "doc_attention", "embedding", "bm25", "position")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_EPS = 1e-2
+
+
+def _tokens(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def bm25_scores(query: str, sentences: Sequence[str], *, k1: float = 1.2, b: float = 0.75) -> np.ndarray:
+    """Okapi BM25 of each sentence for ``query``, with the sentences as the collection.
+
+    Args:
+        query: The question.
+        sentences: The candidate texts.
+        k1: Term-frequency saturation.
+        b: Length normalisation.
+
+    Returns:
+        ``[S]`` float64 scores.
+    """
+    docs = [_tokens(s) for s in sentences]
+    n = len(docs)
+    if n == 0:
+        return np.zeros(0)
+    avg = max(sum(len(d) for d in docs) / n, 1e-9)
+    df: Counter[str] = Counter()
+    for d in docs:
+        df.update(set(d))
+    q = set(_tokens(query))
+    out = np.zeros(n)
+    for i, d in enumerate(docs):
+        tf = Counter(d)
+        s = 0.0
+        for w in q:
+            f = tf.get(w, 0)
+            if not f:
+                continue
+            idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
+            s += idf * f * (k1 + 1) / (f + k1 * (1 - b + b * len(d) / avg))
+        out[i] = s
+    return out
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    sd = x.std()
+    return (x - x.mean()) / sd if sd > 1e-9 else np.zeros_like(x)
+
+
+@dataclass(frozen=True)
+class SentenceContext:
+    """What the non-attention features need about one compression call.
+
+    Attributes:
+        query: The question.
+        texts: Sentence texts, ``[S]``.
+        doc_of: Document index of each sentence, ``[S]``.
+        index_in_doc: Sentence index within its document, ``[S]``.
+        doc_sizes: Number of sentences of each document.
+        doc_texts: Text of each document.
+    """
+
+    query: str
+    texts: Sequence[str]
+    doc_of: Sequence[int]
+    index_in_doc: Sequence[int]
+    doc_sizes: Sequence[int]
+    doc_texts: Sequence[str]
+
+
+def feature_names(
+    families: Sequence[str], layers: Sequence[int], heads: Sequence[tuple[int, int]]
+) -> list[str]:
+    """Names of the feature columns, in order.
+
+    Args:
+        families: Enabled families.
+        layers: Probe layers (for per-layer means).
+        heads: Selected ``(layer, head)`` pairs.
+
+    Returns:
+        Column names.
+    """
+    names: list[str] = []
+    if "attention" in families:
+        names += [f"att_L{li}H{h}" for li, h in heads]
+        names += [f"att_L{li}_mean" for li in layers]
+        names += ["att_all_z"]
+    if "doc_attention" in families:
+        names += ["doc_att"]
+    if "embedding" in families:
+        names += ["cos_sent", "cos_doc", "cos_sent_z"]
+    if "bm25" in families:
+        names += ["bm25", "bm25_rel"]
+    if "position" in families:
+        names += ["pos_doc", "pos_sent", "first_sent", "log_len"]
+    return names
+
+
+def build_features(
+    ctx: SentenceContext,
+    probe: ProbeFeatures | None,
+    *,
+    families: Sequence[str],
+    heads: Sequence[tuple[int, int]],
+    embedder: Any = None,
+) -> np.ndarray:
+    """The ``[S, F]`` feature matrix of one call (columns as in :func:`feature_names`).
+
+    Args:
+        ctx: Sentences and documents.
+        probe: Attention features (needed by ``attention``/``doc_attention``).
+        families: Enabled families.
+        heads: Selected ``(layer, head)`` pairs; layer is a probe layer id.
+        embedder: A :class:`ctxcomp.retrieval.Embedder` (``embed(texts) -> [n, d]``, normalised);
+            needed by the ``embedding`` family.
+
+    Returns:
+        float64 features.
+    """
+    s = len(ctx.texts)
+    cols: list[np.ndarray] = []
+    if "attention" in families or "doc_attention" in families:
+        assert probe is not None, "attention families need probe features"
+        lift = probe.lift()  # [L, H, S]
+        lidx = {li: i for i, li in enumerate(probe.layers)}
+    if "attention" in families:
+        assert probe is not None
+        for li, h in heads:
+            cols.append(np.log(lift[lidx[li], h] + _EPS))
+        for li in probe.layers:
+            cols.append(np.log(lift[lidx[li]].mean(0) + _EPS))
+        cols.append(_zscore(np.log(lift.mean((0, 1)) + _EPS)))
+    if "doc_attention" in families:
+        assert probe is not None
+        mass = probe.mass.mean((0, 1))  # [S]
+        n_docs = max(len(ctx.doc_sizes), 1)
+        per_doc = np.bincount(np.asarray(ctx.doc_of), weights=mass, minlength=n_docs)
+        cols.append(np.log(per_doc[np.asarray(ctx.doc_of)] * n_docs + _EPS))
+    if "embedding" in families:
+        assert embedder is not None, "the embedding family needs an embedder"
+        vec = embedder.embed([ctx.query, *ctx.texts, *ctx.doc_texts])  # [1 + S + D, dim]
+        qv, sv, dv = vec[0], vec[1 : 1 + s], vec[1 + s :]
+        cos_s = sv @ qv
+        cols += [cos_s, (dv @ qv)[np.asarray(ctx.doc_of)], _zscore(cos_s)]
+    if "bm25" in families:
+        bm = bm25_scores(ctx.query, ctx.texts)
+        cols += [bm, bm / bm.max() if bm.max() > 0 else bm]
+    if "position" in families:
+        n_docs = max(len(ctx.doc_sizes), 1)
+        doc_of = np.asarray(ctx.doc_of)
+        idx = np.asarray(ctx.index_in_doc, dtype=np.float64)
+        sizes = np.asarray(ctx.doc_sizes, dtype=np.float64)[doc_of]
+        cols += [
+            doc_of / max(n_docs - 1, 1),
+            idx / np.maximum(sizes - 1, 1),
+            (idx == 0).astype(np.float64),
+            np.log1p(np.array([len(_tokens(t)) for t in ctx.texts], dtype=np.float64)),
+        ]
+    if not cols:
+        return np.zeros((s, 0))
+    return np.stack(cols, axis=1).astype(np.float64)
