@@ -705,13 +705,15 @@ def _cmd_compress_jsonl(args: argparse.Namespace) -> int:
             errors = stack.enter_context(open(err_path, mode, encoding="utf-8", newline="\n"))
         # Nothing but records reaches stdout: stray prints (libraries, Ray workers) go to stderr.
         stack.enter_context(contextlib.redirect_stdout(sys.stderr))
+        # Error records on a non-terminal stderr stay one clean JSON line each: no bar then.
+        quiet = args.no_progress or (errors is None and not sys.stderr.isatty())
         progress = stack.enter_context(
             tqdm(
                 total=total,
                 desc="compress-jsonl",
                 unit="rec",
                 file=sys.stderr,
-                disable=args.no_progress,
+                disable=quiet,
                 mininterval=0.5,
                 dynamic_ncols=True,
             )
@@ -734,7 +736,6 @@ def _cmd_compress_jsonl(args: argparse.Namespace) -> int:
                 num_cpus_per_worker=args.cpus_per_worker,
                 batch_size=args.batch_size,
                 address=args.ray_address,
-                progress=not args.no_progress,
             )
         else:
             _run_local(
