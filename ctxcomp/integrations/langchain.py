@@ -246,12 +246,20 @@ def _scores(documents: Sequence[LCDocument], score_key: str) -> list[float]:
     return [float(len(documents) - i) for i in range(len(documents))]
 
 
+#: Strategies that need nothing but the scores (run inline, also on the async path).
+_SCORE_ONLY = frozenset({"none", "u_shape"})
+
+
 class CtxcompReorder(BaseDocumentTransformer, BaseModel):
     """Reorder documents against the reader's position bias, without compressing them.
 
     Scores come from ``metadata[score_key]`` when every document has it, else from
     ``metadata["relevance_score"]`` (e.g. a cross-encoder reranker), else from the input order
-    (the retrieval rank). Documents are returned as they are, only in a new order.
+    (the retrieval rank). Documents are returned as they are, only in a new order. Strategies that
+    read the documents or run a reader model (e.g. ``attnrank`` with ``options={"profile": ...}``,
+    or attention sorting with ``options={"reader": ...}`` and ``transform_documents(docs, query=q)``)
+    get ``docs`` (the page contents), ``query`` and ``options`` as keyword arguments; the async path
+    runs them in a worker thread.
 
     Example:
         >>> from langchain_core.documents import Document
@@ -260,13 +268,16 @@ class CtxcompReorder(BaseDocumentTransformer, BaseModel):
         ['0', '2', '1']
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     strategy: str = "u_shape"
     """Name of a strategy of :func:`ctxcomp.compressors.reorder.reorder` (``u_shape``: best at both ends)."""
 
     score_key: str = SCORE_KEY
     """Metadata key read first for each document's relevance score."""
+
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments passed to the strategy (e.g. ``profile`` for ``attnrank``); none for ``u_shape``."""
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -277,17 +288,27 @@ class CtxcompReorder(BaseDocumentTransformer, BaseModel):
     @field_validator("strategy")
     @classmethod
     def _known(cls, v: str) -> str:
+        from ctxcomp.compressors import reorder as strategies
+
+        registry = getattr(strategies, "REORDERERS", None)
+        if registry is not None:
+            if v not in registry:
+                raise ValueError(f"unknown reorder strategy {v!r}; use one of {sorted(registry)}")
+            return v
         try:
             reorder(v, [])
         except ValueError as err:
             raise ValueError(f"{err}; use 'u_shape' or 'none'") from err
         return v
 
-    def transform_documents(self, documents: Sequence[LCDocument], **kwargs: Any) -> Sequence[LCDocument]:
+    def transform_documents(
+        self, documents: Sequence[LCDocument], query: str | None = None, **kwargs: Any
+    ) -> Sequence[LCDocument]:
         """Return ``documents`` in the strategy's order.
 
         Args:
-            documents: Documents, in retrieval order.
+            documents: Documents, in retrieval order; never mutated.
+            query: The question, for strategies that read it (attention sorting, ...).
             **kwargs: Ignored (LangChain interface).
 
         Returns:
@@ -295,25 +316,34 @@ class CtxcompReorder(BaseDocumentTransformer, BaseModel):
 
         Raises:
             InputError: A score in the chosen metadata key is not a number.
+            ConfigError: The strategy lacks what it needs (e.g. a profile or a reader).
 
         Example:
             >>> CtxcompReorder(strategy="none").transform_documents([])
             []
         """
         docs = list(documents)
-        return [docs[i] for i in reorder(self.strategy, _scores(docs, self.score_key))]
+        scores = _scores(docs, self.score_key)
+        if self.strategy in _SCORE_ONLY and not self.options:
+            return [docs[i] for i in reorder(self.strategy, scores)]
+        extra: dict[str, Any] = {"docs": [d.page_content for d in docs], **self.options}
+        if query is not None:
+            extra["query"] = query
+        return [docs[i] for i in reorder(self.strategy, scores, **extra)]
 
     async def atransform_documents(
-        self, documents: Sequence[LCDocument], **kwargs: Any
+        self, documents: Sequence[LCDocument], query: str | None = None, **kwargs: Any
     ) -> Sequence[LCDocument]:
-        """Async :meth:`transform_documents` (pure Python and fast, so it runs inline).
+        """Async :meth:`transform_documents`: inline for score-only strategies, else in a worker thread.
 
         Example:
             >>> import asyncio
             >>> asyncio.run(CtxcompReorder().atransform_documents([]))
             []
         """
-        return self.transform_documents(documents, **kwargs)
+        if self.strategy in _SCORE_ONLY and not self.options:
+            return self.transform_documents(documents, query, **kwargs)
+        return await asyncio.to_thread(self.transform_documents, documents, query, **kwargs)
 
 
 class CtxcompRetriever(BaseRetriever):

@@ -195,6 +195,34 @@ def test_reorder_strategies() -> None:
         )
 
 
+def test_reorder_passes_texts_query_and_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctxcomp.integrations.langchain as lc
+
+    calls: list[dict[str, Any]] = []
+
+    def fake(name: str, scores: list[float], **kw: Any) -> list[int]:
+        calls.append({"name": name, "scores": scores, **kw})
+        return list(range(len(scores)))[::-1]
+
+    monkeypatch.setattr(lc, "reorder", fake)
+    docs = [
+        Document("alpha", metadata={"ctxcomp_score": 0.2}),
+        Document("beta", metadata={"ctxcomp_score": 0.9}),
+    ]
+    tr = CtxcompReorder(options={"profile": "p.json"})
+    assert [d.page_content for d in tr.transform_documents(docs, query="q?")] == ["beta", "alpha"]
+    out = asyncio.run(tr.atransform_documents(docs))
+    assert [d.page_content for d in out] == ["beta", "alpha"]
+    assert calls[0] == {
+        "name": "u_shape",
+        "scores": [0.2, 0.9],
+        "docs": ["alpha", "beta"],
+        "profile": "p.json",
+        "query": "q?",
+    }
+    assert "query" not in calls[1]
+
+
 def test_retriever_search_then_compress(index: Any, config: CompressionConfig) -> None:
     retriever = CtxcompRetriever(index=index, k=3, config=config, ratio=1.0)
     out = retriever.invoke("Who wrote Hamlet?")
