@@ -774,7 +774,7 @@ def _cmd_compress_jsonl(args: argparse.Namespace) -> int:
     loaded = f" after a {load_s:.1f}s model load" if compressor is not None else ""
     print(
         f"compress-jsonl: {sink.n_ok} compressed, {sink.n_errors} errors, {planner.skipped} already done, "
-        f"in {elapsed:.1f}s{loaded} ({done / elapsed if elapsed > 0 else 0.0:.1f} records/s){where}",
+        f"in {elapsed:.2f}s{loaded} ({done / elapsed if elapsed > 0 else 0.0:.1f} records/s){where}",
         file=sys.stderr,
     )
     return EXIT_RECORD_ERRORS if sink.n_errors + previous_errors else EXIT_OK
