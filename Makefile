@@ -2,24 +2,26 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= offline,faiss,triton,dev
+DEMO_EXTRAS ?= offline
+TEST_EXTRAS ?= all
 
-.PHONY: setup demo test lint bench-latency bench-quality peers-venv clean
+.PHONY: setup setup-demo demo test lint bench-latency bench-quality peers-venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 # CPU torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q -e ".[$*]"
 	touch $@
 
-setup: $(VENV)/.installed
+setup-demo: $(VENV)/.installed-$(DEMO_EXTRAS)
+setup: $(VENV)/.installed-$(TEST_EXTRAS)
 
 ## demo: compress the sample corpus for a question on the offline default proxy (no network).
-demo: setup
+demo: setup-demo
 	$(BIN)/ctxcomp compress --query "Who built the lighthouse and when?" \
 		--docs examples/sample_docs.jsonl --ratio 0.3
 

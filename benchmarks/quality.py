@@ -366,7 +366,7 @@ def curves(
         weights_sha256=src.weights_sha256,
         c_grid=(0.1,),
         k_grid=(16,),
-        folds=5,
+        folds=0,
         embedder=emb,
     )
     out: dict[str, Any] = {"learning_curve": [], "deepest_layer": []}

@@ -382,15 +382,28 @@ def rank_heads(data: Sequence[ExtractedExample], layers: Sequence[int]) -> list[
     Returns:
         Ranked pairs.
     """
-    scores: dict[tuple[int, int], list[float]] = {}
+    from scipy.stats import rankdata
+
+    total: np.ndarray | None = None
+    count = 0
+    n_heads = 0
     for ex in data:
-        if ex.labels.all() or not ex.labels.any():
+        y = ex.labels
+        npos, nneg = int(y.sum()), int((~y).sum())
+        if npos == 0 or nneg == 0:
             continue
         lift = _restrict(ex.probe, layers).lift()  # [L, H, S]
-        for i, li in enumerate(layers):
-            for h in range(lift.shape[1]):
-                scores.setdefault((li, h), []).append(auc(lift[i, h], ex.labels))
-    return sorted(scores, key=lambda k: (-float(np.nanmean(scores[k])), k))
+        n_heads = lift.shape[1]
+        flat = lift.reshape(-1, lift.shape[-1])  # [L*H, S]
+        r = rankdata(flat, axis=1)  # [L*H, S]
+        aucs = (r[:, y].sum(1) - npos * (npos + 1) / 2) / (npos * nneg)  # [L*H]
+        total = aucs if total is None else total + aucs
+        count += 1
+    if total is None:
+        return []
+    mean = total / count
+    pairs = [(li, h) for li in layers for h in range(n_heads)]
+    return [pairs[i] for i in sorted(range(len(pairs)), key=lambda i: (-float(mean[i]), pairs[i]))]
 
 
 class _CachedEmbedder:
@@ -438,7 +451,7 @@ def fit_probe(
         embedder: Embedder for the ``embedding`` family.
         c_grid: Inverse regularisation strengths tried.
         k_grid: Numbers of selected heads tried (0: per-layer means only).
-        folds: CV folds (grouped by question).
+        folds: CV folds (grouped by question); 0 or 1 fits the first grid point without CV.
         query_positions: Probe rows used in extraction.
         focus: Whether extraction used the answer-hint template.
         seed: Seed of the fold assignment.
@@ -454,7 +467,7 @@ def fit_probe(
     from sklearn.preprocessing import StandardScaler
 
     usable = [ex for ex in data if ex.labels.any() and not ex.labels.all()]
-    if len(usable) < folds:
+    if len(usable) < max(folds, 2):
         raise InputError(
             "data",
             f"only {len(usable)} questions have both answer and non-answer sentences",
@@ -469,7 +482,9 @@ def fit_probe(
     use_att = "attention" in families
     grid_k = list(k_grid) if use_att else [0]
     results: dict[tuple[float, int], list[float]] = {}
-    for f in range(folds):
+    if folds <= 1:  # no model selection: the single grid point, no CV estimate
+        results[(c_grid[0], grid_k[0])] = [float("nan")]
+    for f in range(folds if folds > 1 else 0):
         tr = [ex for ex, fo in zip(usable, fold_of, strict=True) if fo != f]
         te = [ex for ex, fo in zip(usable, fold_of, strict=True) if fo == f]
         ranked = rank_heads(tr, layers) if use_att else []
