@@ -17,8 +17,8 @@ Example:
     >>> p = PositionProfile("m", None, 3, (0.5, 0.2, 0.3), (0.4, 0.1, 0.2), (0.6, 0.3, 0.4), 20, "d")
     >>> p.slot_preference()
     [0, 2, 1]
-    >>> [round(x, 3) for x in p.at(5).means]
-    [0.312, 0.219, 0.125, 0.156, 0.188]
+    >>> [round(x, 4) for x in p.at(2).means]  # first and last slot, renormalised
+    [0.625, 0.375]
 """
 
 from __future__ import annotations
@@ -190,21 +190,19 @@ class PositionProfile:
         def interp(v: Sequence[float]) -> np.ndarray:
             return np.interp(dst, src, np.asarray(v, dtype=np.float64))  # [k]
 
-        m = interp(self.means)
+        def normalised(v: np.ndarray) -> np.ndarray:
+            total = float(v.sum())
+            return v / total if total > 0 else np.full(k, 1.0 / k)
+
+        m = interp(self.means)  # [k]
         total = float(m.sum())
         scale = 1.0 / total if total > 0 else 1.0
-        if total <= 0:
-            m = np.full(k, 1.0 / k)
-        groups = {}
-        for g, vals in self.layer_groups.items():
-            gv = interp(vals)
-            gs = float(gv.sum())
-            groups[g] = tuple((gv / gs if gs > 0 else np.full(k, 1.0 / k)).tolist())
+        groups = {g: tuple(normalised(interp(vals)).tolist()) for g, vals in self.layer_groups.items()}
         meta = {**self.meta, "interpolated_from_k": self.k}
         return replace(
             self,
             k=k,
-            means=tuple((m * scale).tolist()) if total > 0 else tuple(m.tolist()),
+            means=tuple(normalised(m).tolist()),
             ci_low=tuple((interp(self.ci_low) * scale).tolist()),
             ci_high=tuple((interp(self.ci_high) * scale).tolist()),
             layer_groups=groups,
