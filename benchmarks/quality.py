@@ -36,6 +36,7 @@ from ctxcomp import CompressionConfig, Compressor
 from ctxcomp.compressors.features import bm25_scores, build_features
 from ctxcomp.compressors.prune import assemble, select
 from ctxcomp.compressors.train import (
+    CachedEmbedder,
     ExtractedExample,
     _restrict,
     auc,
@@ -168,7 +169,7 @@ def main() -> None:
     rows = read_jsonl(args.data)
     from ctxcomp.retrieval import resolve_embedder
 
-    emb = resolve_embedder(None)
+    emb = CachedEmbedder(resolve_embedder(None))
     examples = build_examples(
         rows, split=args.split, n_docs=args.docs, seed=args.seed, limit=args.n, embedder=emb
     )
@@ -189,6 +190,12 @@ def main() -> None:
     t0 = time.perf_counter()
     ext = extract(comp, examples, layers=layers, cache=cache_dir() / "features" / f"eval-{key}")
     print(f"extracted {len(ext)} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+    if args.only_curves:
+        prev = json.loads(out_path.read_text()) if out_path.is_file() else {}
+        prev["curves"] = curves(comp, rows, args, ext, emb)
+        out_path.write_text(json.dumps(prev, indent=1))
+        print(f"wrote curves into {out_path}", file=sys.stderr)
+        return
     rng = np.random.default_rng(args.seed)
     methods: dict[str, list[np.ndarray]] = {
         m: [] for m in ["probe", "probe_attn", "attention", "minilm", "bm25", "random"]

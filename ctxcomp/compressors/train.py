@@ -406,8 +406,12 @@ def rank_heads(data: Sequence[ExtractedExample], layers: Sequence[int]) -> list[
     return [pairs[i] for i in sorted(range(len(pairs)), key=lambda i: (-float(mean[i]), pairs[i]))]
 
 
-class _CachedEmbedder:
-    """Memoises sentence embeddings across the many CV refits of one training run."""
+class CachedEmbedder:
+    """Memoises embeddings across the many CV refits of one training run (pass one to several fits).
+
+    Args:
+        inner: The embedder to wrap.
+    """
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -415,6 +419,14 @@ class _CachedEmbedder:
         self.memo: dict[str, np.ndarray] = {}
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts``, computing only the ones not seen before.
+
+        Args:
+            texts: Strings.
+
+        Returns:
+            ``[n, dim]`` embeddings.
+        """
         missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
         if missing:
             for t, v in zip(missing, np.asarray(self.inner.embed(missing)), strict=True):
@@ -473,10 +485,10 @@ def fit_probe(
             f"only {len(usable)} questions have both answer and non-answer sentences",
             f"provide at least {folds}",
         )
-    if "embedding" in families:
+    if "embedding" in families and not isinstance(embedder, CachedEmbedder):
         from ctxcomp.retrieval import resolve_embedder
 
-        embedder = _CachedEmbedder(resolve_embedder(embedder))
+        embedder = CachedEmbedder(resolve_embedder(embedder))
     rng = np.random.default_rng(seed)
     fold_of = rng.permutation(len(usable)) % folds
     use_att = "attention" in families
