@@ -156,6 +156,7 @@ def main() -> None:
         help="python of the side environment with llmlingua + transformers 4.x (make peers-venv)",
     )
     ap.add_argument("--n-latency", type=int, default=5)
+    ap.add_argument("--only-curves", action="store_true", help="compute only the curves (into --out)")
     ap.add_argument(
         "--curves", action="store_true", help="learning curve and AUC vs deepest layer (train split)"
     )

@@ -490,7 +490,7 @@ def fit_probe(
 
         embedder = CachedEmbedder(resolve_embedder(embedder))
     rng = np.random.default_rng(seed)
-    fold_of = rng.permutation(len(usable)) % folds
+    fold_of = rng.permutation(len(usable)) % max(folds, 1)
     use_att = "attention" in families
     grid_k = list(k_grid) if use_att else [0]
     results: dict[tuple[float, int], list[float]] = {}
