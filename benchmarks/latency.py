@@ -70,7 +70,7 @@ def worker(preset: str, size: int, method: str, repeats: int) -> dict:
             comp._source.location, attn_implementation="eager", dtype=torch.float32
         ).eval()
 
-        def keep_probe_rows(module, args, output):  # noqa: ANN001, ANN202
+        def keep_probe_rows(module, args, output):
             attn_out, weights = output[0], output[1]
             if weights is not None:
                 _ = weights[..., -1:, :].sum(-1)  # the probe's reduction of the last row
