@@ -43,6 +43,7 @@ import numpy as np
 
 from ctxcomp.compressors.probe import PromptTemplate, token_segments
 from ctxcomp.errors import ConfigError, CtxcompError, InputError, MissingDependencyError, ProbeMismatchError
+from ctxcomp.models.identity import same_model
 
 logger = logging.getLogger(__name__)
 
@@ -226,12 +227,7 @@ class PositionProfile:
             >>> p = PositionProfile("a", None, 1, (1.0,), (1.0,), (1.0,), 5, "x")
             >>> p.check_model("a", None)
         """
-        same = (
-            weights_sha256 == self.weights_sha256
-            if weights_sha256 is not None and self.weights_sha256 is not None
-            else model_id == self.model_id
-        )
-        if same:
+        if same_model(model_id, weights_sha256, self.model_id, self.weights_sha256):
             return
         msg = (
             f"the position profile was calibrated on {self.model_id!r} (sha256 {self.weights_sha256}), "

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ctxcomp.errors import ConfigError, ProbeMismatchError
+from ctxcomp.models.identity import same_model
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +91,7 @@ class TrainedProbe:
         Raises:
             ProbeMismatchError: The probe belongs to another model.
         """
-        same = (
-            weights_sha256 == self.weights_sha256
-            if weights_sha256 is not None and self.weights_sha256 is not None
-            else model_id == self.model_id
-        )
-        if same:
+        if same_model(model_id, weights_sha256, self.model_id, self.weights_sha256):
             return
         msg = (
             f"probe {self.path or '<memory>'} was trained on {self.model_id!r} "
