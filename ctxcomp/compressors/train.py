@@ -522,13 +522,15 @@ def fit_probe(
 
     all_meta = {
         "cv": {
-            "auc": cv,
+            "auc": cv if folds > 1 else None,
             "C": best_c,
             "k_heads": best_k,
             "folds": folds,
             "grid": [
                 {"C": c, "k_heads": k, "auc": float(np.mean(v))} for (c, k), v in sorted(results.items())
-            ],
+            ]
+            if folds > 1
+            else [],
         },
         "training": {"n_questions": len(usable), "n_sentences": len(y), "n_positive": int(y.sum())},
         "ctxcomp_version": __version__,
