@@ -15,6 +15,8 @@ Parts, all on the evaluation split (questions never used for calibration or prob
 (b) reorderers: input = retrieval order with the gold at a seeded random slot (10 documents);
     relevance = the pipeline's sentence scores (``Compressor.score``, scorer ``attention``), max per
     document; each reorderer's order is read by the reader.
+(b2) ``u_shape`` and ``attnrank`` with the gold at EVERY input slot of (a) (the relevance scores
+    are recomputed for each input order), for the worst-slot-after-reordering target.
 (c) correlation (Pearson, Spearman over slots) between the reader's shipped attention profile and
     the accuracy / log-probability curves of (a).
 
@@ -102,6 +104,16 @@ class CachedReader:
         self.stats["prefill_tokens"] += len(ids) - n
         self.stats["prompt_tokens"] += len(ids)
         return self._forward(ids[n:])[-1]  # [V]
+
+    def memo(self, parts: list[Any], fn: Any) -> Any:
+        """A JSON value computed by ``fn()`` once per ``parts``, kept in the disk cache."""
+        key = hashlib.sha256(json.dumps(["memo", self.model_id, *parts]).encode()).hexdigest()
+        if key not in self.disk:
+            self.disk[key] = {"key": key, "value": fn()}
+            if self.cache_file is not None:
+                with self.cache_file.open("a") as fh:
+                    fh.write(json.dumps(self.disk[key]) + "\n")
+        return self.disk[key]["value"]
 
     def answer(self, prompt: str, answers: list[str]) -> dict:
         """``{"output", "correct", "answer_logprob"}`` for one prompt (cached on disk)."""
@@ -222,6 +234,46 @@ def run_u_curve(reader: CachedReader, qi: int, ex: Any, slots: list[int]) -> lis
     return out
 
 
+def relevance(reader: CachedReader, comp: Any, question: str, texts: list[str]) -> list[float]:
+    """The pipeline's document relevance: best sentence score per document (cached on disk)."""
+
+    def compute() -> list[float]:
+        sents, scores, _ = comp.score(question, texts)
+        best = [-math.inf] * len(texts)
+        for s, sc in zip(sents, scores, strict=True):
+            best[int(s.doc_id)] = max(best[int(s.doc_id)], float(sc))
+        return [0.0 if math.isinf(v) else v for v in best]
+
+    return list(reader.memo(["scores", comp.config.scorer, question, texts], compute))
+
+
+def run_rank_reorder_all_slots(reader: CachedReader, comp: Any, qi: int, ex: Any, profile: Any) -> list[dict]:
+    """(b2) ``u_shape`` and ``attnrank`` with the gold at every input slot (distractors as in part a)."""
+    from ctxcomp.compressors.position import READER_TEMPLATE, slot_prompt
+    from ctxcomp.compressors.reorder import reorder
+
+    gold, dis = gold_and_distractors(ex)
+    out = []
+    for s in range(len(dis) + 1):
+        texts = [*dis[:s], gold, *dis[s:]]
+        doc_scores = relevance(reader, comp, ex.question, texts)
+        for name in ("u_shape", "attnrank"):
+            order = reorder(name, doc_scores, profile=profile)
+            prompt, _ = slot_prompt(ex.question, [texts[i] for i in order], READER_TEMPLATE)
+            r = reader.answer(prompt, ex.answers)
+            out.append(
+                {
+                    "q": qi,
+                    "reorder": name,
+                    "input_slot": s,
+                    "output_slot": order.index(s),
+                    "correct": r["correct"],
+                    "answer_logprob": r["answer_logprob"],
+                }
+            )
+    return out
+
+
 def run_reorder(
     reader: CachedReader, comp: Any, attn_reader: Any, qi: int, ex: Any, profile: Any
 ) -> list[dict]:
@@ -229,11 +281,7 @@ def run_reorder(
     from ctxcomp.compressors.reorder import rank_order, reorder
 
     texts = [d["text"] for d in ex.docs]
-    sents, scores, _ = comp.score(ex.question, texts)
-    doc_scores = [-math.inf] * len(texts)
-    for s, sc in zip(sents, scores, strict=True):
-        doc_scores[int(s.doc_id)] = max(doc_scores[int(s.doc_id)], float(sc))
-    doc_scores = [0.0 if math.isinf(v) else v for v in doc_scores]
+    doc_scores = relevance(reader, comp, ex.question, texts)
     gold_rank = rank_order(doc_scores).index(ex.gold_index)
     out = []
     for name in REORDERERS_B:
@@ -258,7 +306,9 @@ def run_reorder(
 
 
 # ---------------------------------------------------------------------------------------------- summary
-def summarise(a10: list[dict], a20: list[dict], b: list[dict], profile: Any, slots20: list[int]) -> dict:
+def summarise(
+    a10: list[dict], a20: list[dict], b: list[dict], b2: list[dict], profile: Any, slots20: list[int]
+) -> dict:
     def curve(recs: list[dict], slots: list[int]) -> list[dict]:
         rows = []
         for s in slots:
@@ -352,6 +402,50 @@ def summarise(a10: list[dict], a20: list[dict], b: list[dict], profile: Any, slo
                 ),
             }
     out["c_correlation"] = corr
+    # (b2) rank-based reorderers with the gold at every input slot, against no reordering (part a).
+    b2q = sorted(q for q in {r["q"] for r in b2} if sum(1 for x in b2 if x["q"] == q) == 20)
+    b2_out: dict[str, Any] = {"questions": len(b2q), "reorderers": {}}
+    worst_after_b2: dict[str, Any] | None = None
+    best_none_b2: dict[str, Any] | None = None
+    if b2q:
+        none_rows = [r for r in a10 if r["q"] in b2q]
+        per = {
+            "none": [
+                {"input_slot": s, **acc_summary([r["correct"] for r in none_rows if r["slot"] == s])}
+                for s in range(10)
+            ]
+        }
+        for name in ("u_shape", "attnrank"):
+            rs = [r for r in b2 if r["q"] in b2q and r["reorder"] == name]
+            per[name] = [
+                {"input_slot": s, **acc_summary([r["correct"] for r in rs if r["input_slot"] == s])}
+                for s in range(10)
+            ]
+            b2_out["reorderers"][name] = {
+                **acc_summary([r["correct"] for r in rs]),
+                "answer_logprob": mean_ci([r["answer_logprob"] for r in rs]),
+                "by_input_slot": per[name],
+                "gold_output_slot_histogram": np.bincount(
+                    [r["output_slot"] for r in rs], minlength=10
+                ).tolist(),
+            }
+        b2_out["reorderers"]["none"] = {
+            **acc_summary([r["correct"] for r in none_rows]),
+            "answer_logprob": mean_ci([r["answer_logprob"] for r in none_rows]),
+            "by_input_slot": per["none"],
+        }
+        for name in ("none", "u_shape", "attnrank"):
+            rows = per[name]
+            b2_out["reorderers"][name]["worst_input_slot"] = min(
+                rows, key=lambda r: (r["accuracy"], r["input_slot"])
+            )
+            b2_out["reorderers"][name]["best_input_slot"] = max(
+                rows, key=lambda r: (r["accuracy"], -r["input_slot"])
+            )
+        worst_after_b2 = b2_out["reorderers"]["attnrank"]["worst_input_slot"]
+        best_none_b2 = b2_out["reorderers"]["none"]["best_input_slot"]
+    out["b2_rank_reorderers_all_input_slots"] = b2_out
+
     targets: dict[str, Any] = {}
     if bq:
         acc = {n: b_out["reorderers"][n]["accuracy"] for n in REORDERERS_B}
@@ -360,7 +454,17 @@ def summarise(a10: list[dict], a20: list[dict], b: list[dict], profile: Any, slo
             "accuracy": {n: acc[n] for n in ("attnrank", "u_shape", "none")},
             "note": "point estimates; see paired_accuracy_difference for intervals",
         }
-        if best_slot is not None:
+        if worst_after_b2 is not None and best_none_b2 is not None:
+            gap = best_none_b2["accuracy"] - worst_after_b2["accuracy"]
+            targets["worst_slot_after_attnrank_within_2pts_of_best_slot_without"] = {
+                "met": bool(gap <= 0.02),
+                "best_slot_without_reordering": best_none_b2,
+                "worst_input_slot_after_attnrank": worst_after_b2,
+                "gap_points": round(100 * gap, 1),
+                "questions": len(b2q),
+                "note": "part b2: the same questions with the gold at every input slot",
+            }
+        elif best_slot is not None:
             worst_after = min(
                 (v for v in b_out["reorderers"]["attnrank"]["by_input_slot"].values() if v["n"]),
                 key=lambda v: v["accuracy"],
@@ -389,7 +493,8 @@ def plot(summary: dict, profile: Any, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, grid = plt.subplots(2, 2, figsize=(12, 8.4))
+    axes = grid.ravel()
     ax = axes[0]
     for key, color in (("10_docs", "C0"), ("20_docs", "C1")):
         c = summary["a_u_curve"][key]
@@ -443,6 +548,23 @@ def plot(summary: dict, profile: Any, path: Path) -> None:
         ax.tick_params(axis="x", rotation=20)
     ax.set_ylabel("reader accuracy")
     ax.set_title(f"(b) reorderers, gold at a random slot (n={b['questions']})")
+    ax = axes[3]
+    b2 = summary.get("b2_rank_reorderers_all_input_slots", {})
+    for name, color in (("none", "C7"), ("u_shape", "C1"), ("attnrank", "C2")):
+        rows = b2.get("reorderers", {}).get(name, {}).get("by_input_slot", [])
+        if rows:
+            ax.plot(
+                [r["input_slot"] + 1 for r in rows],
+                [r["accuracy"] for r in rows],
+                marker="o",
+                color=color,
+                label=name,
+            )
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("gold slot in the input (10 docs)")
+    ax.set_ylabel("reader accuracy")
+    ax.set_title(f"(b2) accuracy by input gold slot after reordering (n={b2.get('questions', 0)})")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -458,6 +580,13 @@ def main() -> None:
     ap.add_argument("--n20", type=int, default=4, help="questions with 20 documents")
     ap.add_argument("--slots20", default="0,9,19", help="gold slots (0-based) tried with 20 documents")
     ap.add_argument("--budget-min", type=float, default=45.0, help="start no new question after this")
+    ap.add_argument(
+        "--n-all-slots",
+        type=int,
+        default=10,
+        help="questions for which u_shape/attnrank see the gold at every slot",
+    )
+    ap.add_argument("--resume", action="store_true", help="reuse finished questions of the --out file")
     ap.add_argument("--out", type=Path, default=RESULTS / "position.json")
     ap.add_argument("--plot", type=Path, default=RESULTS / "position.png")
     ap.add_argument("--cache", type=Path, default=RESULTS / "position-cache.jsonl")
@@ -485,10 +614,22 @@ def main() -> None:
     a10: list[dict] = []
     a20: list[dict] = []
     b: list[dict] = []
-    timing = {"a10": 0.0, "b": 0.0, "a20": 0.0}
+    b2: list[dict] = []
+    timing = {"a10": 0.0, "b": 0.0, "b2": 0.0, "a20": 0.0}
+    prev: dict[str, list[dict]] = {}
+    prev_seconds = 0.0
+    if args.resume and args.out.is_file():  # reuse finished parts of an earlier run of the same settings
+        old = json.loads(args.out.read_text())
+        prev = old.get("records", {})
+        prev_seconds = float(old.get("seconds", 0.0)) + float(old.get("seconds_previous_runs", 0.0))
+        timing = {k: float(old.get("part_seconds", {}).get(k, 0.0)) for k in timing}
+
+    def reuse(part: str, qi: int, size: int) -> list[dict]:
+        rows = [r for r in prev.get(part, []) if r["q"] == qi]
+        return rows if len(rows) == size else []
 
     def save() -> None:
-        summary = summarise(a10, a20, b, profile, slots20)
+        summary = summarise(a10, a20, b, b2, profile, slots20)
         result = {
             "benchmark": "position",
             "reader": attn_reader.model_id,
@@ -506,12 +647,13 @@ def main() -> None:
                 "n": profile.n if profile else None,
             },
             "budget_minutes": args.budget_min,
-            "requested": {"n": args.n, "n20": args.n20, "slots20": slots20},
+            "requested": {"n": args.n, "n20": args.n20, "slots20": slots20, "n_all_slots": args.n_all_slots},
+            "seconds_previous_runs": prev_seconds,
             "seconds": round(time.perf_counter() - t_start, 1),
             "part_seconds": {k: round(v, 1) for k, v in timing.items()},
             "reader_stats": reader.stats,
             **summary,
-            "records": {"a10": a10, "a20": a20, "b": b},
+            "records": {"a10": a10, "a20": a20, "b": b, "b2": b2},
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -529,11 +671,15 @@ def main() -> None:
             print(f"10-document budget reached after {qi} questions")
             break
         t = time.perf_counter()
-        a10 += run_u_curve(reader, qi, ex, list(range(10)))
+        a10 += reuse("a10", qi, 10) or run_u_curve(reader, qi, ex, list(range(10)))
         timing["a10"] += time.perf_counter() - t
         t = time.perf_counter()
-        b += run_reorder(reader, comp, attn_reader, qi, ex, profile)
+        b += reuse("b", qi, len(REORDERERS_B)) or run_reorder(reader, comp, attn_reader, qi, ex, profile)
         timing["b"] += time.perf_counter() - t
+        if qi < args.n_all_slots:
+            t = time.perf_counter()
+            b2 += reuse("b2", qi, 20) or run_rank_reorder_all_slots(reader, comp, qi, ex, profile)
+            timing["b2"] += time.perf_counter() - t
         save()
         done = sum(r["correct"] for r in a10 if r["q"] == qi)
         print(f"q{qi}: {done}/10 slots correct; elapsed {minutes():.1f} min", flush=True)
@@ -542,7 +688,7 @@ def main() -> None:
             print(f"20-document budget reached after {qi} questions")
             break
         t = time.perf_counter()
-        a20 += run_u_curve(reader, qi, ex, slots20)
+        a20 += reuse("a20", qi, len(slots20)) or run_u_curve(reader, qi, ex, slots20)
         timing["a20"] += time.perf_counter() - t
         save()
         print(f"q{qi} (20 docs) done; elapsed {minutes():.1f} min", flush=True)
