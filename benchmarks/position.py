@@ -442,6 +442,29 @@ def summarise(
             b2_out["reorderers"][name]["best_input_slot"] = max(
                 rows, key=lambda r: (r["accuracy"], -r["input_slot"])
             )
+        # Question-level paired comparison (the 10 input slots of a question are not independent).
+        per_q = {
+            name: [
+                float(
+                    np.mean(
+                        [
+                            r["correct"]
+                            for r in (none_rows if name == "none" else b2)
+                            if r["q"] == q and (name == "none" or r["reorder"] == name)
+                        ]
+                    )
+                )
+                for q in b2q
+            ]
+            for name in ("none", "u_shape", "attnrank")
+        }
+        b2_out["paired_accuracy_difference_by_question"] = {
+            f"attnrank - {o}": paired_diff(per_q["attnrank"], per_q[o]) for o in ("none", "u_shape")
+        }
+        b2_out["note"] = (
+            "Wilson intervals treat the question x input-slot pairs as independent (too narrow: pairs of one "
+            "question are correlated); paired_accuracy_difference_by_question bootstraps over questions"
+        )
         worst_after_b2 = b2_out["reorderers"]["attnrank"]["worst_input_slot"]
         best_none_b2 = b2_out["reorderers"]["none"]["best_input_slot"]
     out["b2_rank_reorderers_all_input_slots"] = b2_out
