@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EXTRAS ?= offline
 TEST_EXTRAS ?= all
 
-.PHONY: setup setup-demo demo test lint bench-latency bench-quality peers-venv clean
+.PHONY: setup setup-demo demo test lint bench-latency bench-quality peers-venv gpu-prep clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,19 @@ peers-venv: setup
 bench-quality: setup peers-venv
 	$(BIN)/pip install -q matplotlib scikit-learn
 	$(BIN)/python -m benchmarks.quality --data ../shared/data/nq-open-dev.jsonl.gz --split eval --docs 20 --ratios 2 5 10
+
+## gpu-prep: what benchmarks/gpu_check.sh needs on a bare GPU machine (wheels, model shapes without weights).
+GPU_WHEELS := pydantic==2.14.4 pydantic_core==2.50.5 annotated-types typing-inspection typing_extensions transformers==5.24.0
+gpu-prep: setup-demo
+	rm -rf .whl .gpu && mkdir -p .gpu/qwen-shape .gpu/minilm-shape/1_Pooling
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(GPU_WHEELS)
+	q=$$($(BIN)/python -c "from ctxcomp.models.loader import materialise; print(materialise('qwen2.5-coder-0.5b-instruct').location)"); \
+		cp $$q/*.json $$q/*.jinja .gpu/qwen-shape/
+	m=$$($(BIN)/python -c "from ctxcomp.retrieval.embedders import packaged_model_dir; print(packaged_model_dir())"); \
+		cp $$m/*.json $$m/vocab.txt .gpu/minilm-shape/ && cp $$m/1_Pooling/config.json .gpu/minilm-shape/1_Pooling/
+	rm -f .gpu/qwen-shape/ctxcomp-source.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

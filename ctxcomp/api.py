@@ -19,13 +19,13 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ctxcomp.compressors.probe import ProbeFeatures, PromptTemplate, Unit
-from ctxcomp.compressors.prune import assemble, doc_text, select
+from ctxcomp.compressors.prune import DocCounts, assemble, doc_text, fit_exactly, select
 from ctxcomp.compressors.reorder import reorder_for
 from ctxcomp.compressors.scorers import NULL_QUERY, SCORERS, LiftScorer
 from ctxcomp.compressors.trained import TrainedProbe
@@ -109,6 +109,7 @@ class _Split:
     docs: list[Document]
     sentences: list[Sentence]
     doc_of: list[int]  # [S] document index of each sentence
+    token_counts: dict[int, list[int]] = field(default_factory=dict)  # id(TokenCounter) -> [S]
 
 
 class Compressor:
@@ -253,10 +254,18 @@ class Compressor:
                 doc_of.append(i)
         return _Split(docs, sentences, doc_of)
 
+    @staticmethod
+    def _sentence_tokens(sp: _Split, counter: TokenCounter) -> list[int]:
+        """Tokens of each sentence under ``counter``, counted once per call (proxy = reader shares)."""
+        key = id(counter)
+        if key not in sp.token_counts:
+            sp.token_counts[key] = counter.count_many([s.text for s in sp.sentences])
+        return sp.token_counts[key]
+
     def _windows(self, sp: _Split, query: str, focus: bool) -> list[list[Unit]]:
         """Pack whole documents (or sentence runs of over-long ones) into prompts that fit the proxy."""
         assert self._proxy_tok is not None
-        ntok = self._proxy_tok.count_many([s.text for s in sp.sentences])
+        ntok = self._sentence_tokens(sp, self._proxy_tok)
         overhead = self._proxy_tok.count(self.template.head + self.template.tail(query, focus=focus)) + 8
         cap = max(32, self.config.max_proxy_tokens - overhead)
         header = 6  # "Document [n]: " plus the separator
@@ -430,44 +439,46 @@ class Compressor:
             scores, n_windows, scorer_name = self._score(sp, query, timings)
             timings["score"] = time.perf_counter() - t - timings["probe"]
         t = time.perf_counter()
-        n_tok = reader.count_many([s.text for s in sp.sentences])
-        natural = list(range(len(documents)))
-        kept = select(
-            scores,
-            n_tok,
-            token_budget,
-            count=lambda k: reader.count(assemble(documents, natural, sp.sentences, k)),
-        )
+        n_tok = self._sentence_tokens(sp, reader)
+        counts = DocCounts(documents, sp.sentences, sp.doc_of, count=reader.count)
+        kept = select(scores, n_tok, token_budget, count=counts.total)
         timings["prune"] = time.perf_counter() - t
         t = time.perf_counter()
-        doc_scores = _doc_scores(len(documents), sp.doc_of, scores, kept)
-        kept_docs = [i for i in range(len(documents)) if doc_scores[i] is not None]
-        kept_by_doc: dict[int, list[Sentence]] = {}
-        for s, di, k in zip(sp.sentences, sp.doc_of, kept, strict=True):
-            if k:
-                kept_by_doc.setdefault(di, []).append(s)
-        texts = [doc_text(documents[i], kept_by_doc[i]) for i in kept_docs]
-        kept_scores = [doc_scores[i] or 0.0 for i in kept_docs]
-        order = [kept_docs[j] for j in reorder_for(self, query, texts, kept_scores)]
-        text = assemble(documents, order, sp.sentences, kept)
+
+        def arrange(flags: list[bool]) -> tuple[str, tuple[list[int], list[float | None]]]:
+            """The final text (documents reordered, sentences in source order), its order, doc scores."""
+            doc_scores = _doc_scores(len(documents), sp.doc_of, scores, flags)
+            kept_docs = [i for i in range(len(documents)) if doc_scores[i] is not None]
+            kept_by_doc: dict[int, list[Sentence]] = {}
+            for s, di, k in zip(sp.sentences, sp.doc_of, flags, strict=True):
+                if k:
+                    kept_by_doc.setdefault(di, []).append(s)
+            texts = [doc_text(documents[i], kept_by_doc[i]) for i in kept_docs]
+            kept_scores = [doc_scores[i] or 0.0 for i in kept_docs]
+            order = [kept_docs[j] for j in reorder_for(self, query, texts, kept_scores)]
+            return assemble(documents, order, sp.sentences, flags), (order, doc_scores)
+
+        kept, text, kept_tokens, (order, doc_scores) = fit_exactly(
+            kept, scores, token_budget, render=arrange, count=reader.count
+        )
         timings["reorder"] = time.perf_counter() - t
-        kept_tokens = reader.count(text)
         scored = tuple(
             ScoredSentence(s.doc_id, s.index, s.start, s.end, s.text, float(sc), int(nt), bool(k))
             for s, sc, nt, k in zip(sp.sentences, scores, n_tok, kept, strict=True)
         )
+        by_doc: dict[int, list[int]] = {}
+        for j, (di, k) in enumerate(zip(sp.doc_of, kept, strict=True)):
+            if k:
+                by_doc.setdefault(di, []).append(j)
         out_docs = []
         for i in order:
-            ds = tuple(s for s, di in zip(scored, sp.doc_of, strict=True) if di == i and s.kept)
+            ds = tuple(scored[j] for j in by_doc[i])
             d = documents[i]
             score = float(doc_scores[i] or 0.0)
             out_docs.append(
                 CompressedDocument(
                     id=d.id,
-                    text=doc_text(
-                        d,
-                        [sp.sentences[j] for j in range(len(sp.sentences)) if sp.doc_of[j] == i and kept[j]],
-                    ),
+                    text=doc_text(d, [sp.sentences[j] for j in by_doc[i]]),
                     metadata={**d.metadata, "ctxcomp_score": score},
                     score=score,
                     sentences=ds,

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -101,6 +102,14 @@ class CompressionConfig(BaseModel):
 
     max_sentence_chars: int = Field(default=1000, ge=20)
     """Sentences longer than this are split at clause boundaries (then at whitespace)."""
+
+    @field_validator(
+        "proxy_model", "reader_tokenizer", "probe_path", "reader_model", "position_profile", mode="before"
+    )
+    @classmethod
+    def _path_to_str(cls, v: Any) -> Any:
+        # Model specs and file fields are strings in the frozen (hashable) config; accept any os.PathLike.
+        return os.fspath(v) if isinstance(v, os.PathLike) else v
 
     @field_validator("probe_layers")
     @classmethod

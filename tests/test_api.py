@@ -218,6 +218,14 @@ def test_bad_probe_layer(tiny_qwen: Path) -> None:
         Compressor(CompressionConfig(proxy_model=str(tiny_qwen), probe_layers=(99,))).compress("q?", ["a."])
 
 
+def test_config_accepts_paths(tmp_path: Path) -> None:
+    cfg = CompressionConfig(proxy_model=tmp_path, probe_path=tmp_path / "p.json")
+    assert cfg.proxy_model == str(tmp_path) and cfg.probe_path == str(tmp_path / "p.json")
+    assert hash(cfg) == hash(
+        CompressionConfig(proxy_model=str(tmp_path), probe_path=str(tmp_path / "p.json"))
+    )
+
+
 def test_import_is_light() -> None:
     code = (
         "import sys, ctxcomp, ctxcomp.kernels, ctxcomp.retrieval, ctxcomp.integrations; "

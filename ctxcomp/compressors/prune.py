@@ -1,8 +1,11 @@
 """Budgeted selection and assembly of the kept sentences.
 
-Selection is greedy by score under an exact token budget counted with the reader tokenizer.
-The assembled text is re-counted and the lowest-scoring kept sentence dropped until it fits,
-so separators and tokenizer merges across boundaries can never push it over.
+Selection is greedy by score under a token budget counted with the reader tokenizer. While
+selecting, the assembled text is counted per document (:class:`DocCounts`: each document's kept
+text is tokenised once per distinct kept set, so a re-count after adding or dropping one sentence
+costs one short document, not the whole context). The final text, in its final document order, is
+then counted exactly and the lowest-scoring kept sentence dropped until it fits
+(:func:`fit_exactly`), so separators and tokenizer merges across boundaries can never push it over.
 
 Example:
     >>> from ctxcomp.types import Document, Sentence
@@ -16,6 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -140,3 +144,109 @@ def select(
         else:
             kept[i] = False
     return kept
+
+
+class DocCounts:
+    """Token count of an assembled context from cached per-document counts.
+
+    ``total(kept)`` is the sum of each document's kept-text count plus one separator count per
+    document boundary. For tokenizers that split on whitespace before merging (BPE, SentencePiece
+    and WordPiece models in practice) this equals the exact count of :func:`assemble`'s output; it
+    is an estimate in general, which is why :func:`fit_exactly` checks the final text.
+
+    Args:
+        docs: All documents.
+        sentences: All sentences (grouped by document, in source order).
+        doc_of: Document index of each sentence.
+        count: Exact token count of a string.
+
+    Example:
+        >>> from ctxcomp.types import Document, Sentence
+        >>> docs = [Document("a", "One. Two."), Document("b", "Three.")]
+        >>> sents = [Sentence("a", 0, 0, 4, "One."), Sentence("a", 1, 5, 9, "Two."),
+        ...          Sentence("b", 0, 0, 6, "Three.")]
+        >>> words = lambda t: len(t.split())
+        >>> DocCounts(docs, sents, [0, 0, 1], count=words).total([True, False, True])
+        2
+    """
+
+    def __init__(
+        self,
+        docs: Sequence[Document],
+        sentences: Sequence[Sentence],
+        doc_of: Sequence[int],
+        *,
+        count: Callable[[str], int],
+    ) -> None:
+        self.docs = docs
+        self.sentences = sentences
+        self.doc_of = doc_of
+        self.count = count
+        self.separator = count(DOC_SEPARATOR)
+        self._cache: dict[tuple[int, tuple[int, ...]], int] = {}
+
+    def total(self, kept: Sequence[bool]) -> int:
+        """Tokens of the context assembled from ``kept`` (see the class note on exactness).
+
+        Args:
+            kept: Keep flag per sentence.
+
+        Returns:
+            The count.
+        """
+        by_doc: dict[int, list[int]] = {}
+        for i, k in enumerate(kept):
+            if k:
+                by_doc.setdefault(self.doc_of[i], []).append(i)
+        total = 0
+        for d, idx in by_doc.items():
+            key = (d, tuple(idx))
+            c = self._cache.get(key)
+            if c is None:
+                c = self.count(doc_text(self.docs[d], [self.sentences[i] for i in idx]))
+                self._cache[key] = c
+            total += c
+        return total + self.separator * max(len(by_doc) - 1, 0)
+
+
+T = TypeVar("T")
+
+
+def fit_exactly(
+    kept: list[bool],
+    scores: np.ndarray,
+    budget: int,
+    *,
+    render: Callable[[list[bool]], tuple[str, T]],
+    count: Callable[[str], int],
+) -> tuple[list[bool], str, int, T]:
+    """Enforce the budget on the final text: drop the lowest-scoring kept sentence until it fits.
+
+    Args:
+        kept: Keep flags from :func:`select` (not modified).
+        scores: ``[S]`` scores.
+        budget: Maximum tokens.
+        render: Builds the final text (and any by-product, e.g. the document order) from flags.
+        count: Exact token count of a string.
+
+    Returns:
+        ``(kept, text, tokens, by-product)`` of the final text; ``tokens <= budget``.
+
+    Example:
+        >>> render = lambda k: (" ".join(w for w, f in zip("a b c".split(), k) if f), None)
+        >>> words = lambda t: len(t.split())
+        >>> fit_exactly([True] * 3, np.array([3.0, 1.0, 2.0]), 2, render=render, count=words)[:3]
+        ([True, False, True], 'a c', 2)
+    """
+    kept = list(kept)
+    text, extra = render(kept)
+    n = count(text)
+    while n > budget:
+        live = [i for i, k in enumerate(kept) if k]
+        if not live:
+            break
+        worst = min(live, key=lambda i: (float(scores[i]), -i))
+        kept[worst] = False
+        text, extra = render(kept)
+        n = count(text)
+    return kept, text, n, extra

@@ -125,3 +125,22 @@ def test_plain_forward_unaffected(tiny_qwen: Path) -> None:
         a = probe_model(input_ids=ids).logits
         b = eager(input_ids=ids).logits
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (runs on a lent GPU)")
+@pytest.mark.parametrize("kind", ["tiny_qwen", "tiny_gemma"])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_probe_matches_eager_on_cuda(kind: str, backend: str, request: pytest.FixtureRequest) -> None:
+    if backend == "triton":
+        pytest.importorskip("triton")
+    path = request.getfixturevalue(kind)
+    tok = AutoTokenizer.from_pretrained(path)
+    ids, seg, s = _prompt(tok)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, attn_implementation=register_attention("sdpa"), dtype=torch.float32
+    ).to("cuda")
+    layers = list(range(model.config.num_hidden_layers))
+    got = run_probe(model, ids.to("cuda"), seg, s, layers=layers, m=3, backend=backend)
+    want = _oracle(path, ids, seg, s, layers, 3)
+    for li in layers:
+        np.testing.assert_allclose(got[li], want[li], atol=1e-4, rtol=0)
