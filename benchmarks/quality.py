@@ -75,7 +75,14 @@ def _counter(reader: Any, docs: Any, sentences: Any) -> Any:
 def probe_scores(probe: TrainedProbe, e: ExtractedExample, embedder: Any) -> np.ndarray:
     p = _restrict(e.probe, probe.layers) if probe.layers else None
     return probe.decision(
-        build_features(e.ctx, p, families=probe.families, heads=probe.heads, embedder=embedder)
+        build_features(
+            e.ctx,
+            p,
+            families=probe.families,
+            heads=probe.heads,
+            embedder=embedder,
+            doc_vectors=probe.doc_vectors,
+        )
     )
 
 

@@ -367,7 +367,14 @@ class Compressor:
             sizes.tolist(),
             [d.text for d in sp.docs],
         )
-        x = build_features(ctx, feats_p, families=probe.families, heads=probe.heads, embedder=self._embedder)
+        x = build_features(
+            ctx,
+            feats_p,
+            families=probe.families,
+            heads=probe.heads,
+            embedder=self._embedder,
+            doc_vectors=probe.doc_vectors,
+        )
         return probe.decision(x), feats_p.n_windows if feats_p is not None else 0, "probe"
 
     def score(self, query: str, docs: Sequence[DocLike]) -> tuple[list[Sentence], np.ndarray, int]:

@@ -7,7 +7,10 @@ Families:
 * ``doc_attention``: log of the sentence's document's total attention mass relative to a uniform
   share of documents;
 * ``embedding``: MiniLM cosine of the sentence and of its document to the question, and the
-  sentence cosine's within-context z-score;
+  sentence cosine's within-context z-score. The document vector is either the normalised mean of
+  its sentence vectors (``doc_vectors="mean"``: one embedder pass over the sentences only, and the
+  whole document counts, not just the first 256 word pieces MiniLM reads) or the document embedded
+  as one text (``"embed"``, probes trained before ctxcomp 0.1.0's mean vectors);
 * ``bm25``: Okapi BM25 of the sentence against the question over the context's sentences, raw and
   relative to the context's best;
 * ``position``: relative document slot, relative sentence index, first-sentence flag, log length.
@@ -25,13 +28,15 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from ctxcomp.compressors.probe import ProbeFeatures
 
 FAMILIES = ("attention", "doc_attention", "embedding", "bm25", "position")
+DocVectors = Literal["mean", "embed"]
+DOC_VECTORS: tuple[str, ...] = ("mean", "embed")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _EPS = 1e-2
 
@@ -137,6 +142,7 @@ def build_features(
     families: Sequence[str],
     heads: Sequence[tuple[int, int]],
     embedder: Any = None,
+    doc_vectors: DocVectors = "embed",
 ) -> np.ndarray:
     """The ``[S, F]`` feature matrix of one call (columns as in :func:`feature_names`).
 
@@ -147,6 +153,8 @@ def build_features(
         heads: Selected ``(layer, head)`` pairs; layer is a probe layer id.
         embedder: A :class:`ctxcomp.retrieval.Embedder` (``embed(texts) -> [n, d]``, normalised);
             needed by the ``embedding`` family.
+        doc_vectors: ``"mean"`` (normalised mean of the document's sentence vectors) or ``"embed"``
+            (the document embedded as one text); a probe records which one it was trained with.
 
     Returns:
         float64 features.
@@ -175,7 +183,13 @@ def build_features(
         # Short and long texts in separate calls: one padded batch of both made MiniLM ~5x slower.
         sv = embedder.embed([ctx.query, *ctx.texts])  # [1 + S, dim]
         qv, sv = sv[0], sv[1:]
-        dv = embedder.embed(list(ctx.doc_texts))  # [D, dim]
+        if doc_vectors == "mean":
+            n_docs = max(len(ctx.doc_sizes), 1)
+            dv = np.zeros((n_docs, sv.shape[1]), dtype=np.float64)  # [D, dim]
+            np.add.at(dv, np.asarray(ctx.doc_of), sv)
+            dv /= np.maximum(np.linalg.norm(dv, axis=1, keepdims=True), 1e-12)
+        else:
+            dv = embedder.embed(list(ctx.doc_texts))  # [D, dim]
         cos_s = sv @ qv
         cols += [cos_s, (dv @ qv)[np.asarray(ctx.doc_of)], _zscore(cos_s)]
     if "bm25" in families:

@@ -127,6 +127,55 @@ class _Request:
     num_segments: int
     backend: str
     out: dict[int, torch.Tensor] = field(default_factory=dict)
+    # (layer, q [HQ, M, D], k [HKV, N, D], scale, window, softcap), reduced in one batch at the end
+    pending: list[tuple[int, torch.Tensor, torch.Tensor, float, int | None, float | None]] = field(
+        default_factory=list
+    )
+
+
+# Largest [heads, M, N] probability block one batched reduction may cover (the torch reference
+# materialises it in fp32): 2^26 elements = 256 MiB.
+_BATCH_ELEMENTS = 1 << 26
+
+
+def _flush(req: _Request) -> None:
+    """Reduce every pending probe layer, batching layers as extra heads.
+
+    Stacking L layers' queries ``[L*HQ, M, D]`` and keys ``[L*HKV, N, D]`` keeps the GQA mapping
+    (query head ``l*HQ + h`` reads kv head ``l*HKV + h // group``), so one kernel launch serves
+    all layers that share scale, window and soft-cap: launch overhead is paid once per prefill
+    instead of once per layer.
+    """
+    import torch
+
+    from ctxcomp.kernels import probe_attention
+
+    groups: dict[tuple[float, int | None, float | None, torch.dtype, tuple[int, ...]], list[int]] = {}
+    for i, (_, q, k, scale, window, softcap) in enumerate(req.pending):
+        groups.setdefault((scale, window, softcap, k.dtype, tuple(q.shape) + tuple(k.shape)), []).append(i)
+    for (scale, window, softcap, _, _), idx in groups.items():
+        _, q0, k0, *_ = req.pending[idx[0]]
+        hq, m, _ = q0.shape
+        n = k0.shape[1]
+        per_batch = max(1, _BATCH_ELEMENTS // max(hq * m * n, 1))
+        for a in range(0, len(idx), per_batch):
+            chunk = [req.pending[i] for i in idx[a : a + per_batch]]
+            qs = torch.cat([c[1] for c in chunk]) if len(chunk) > 1 else chunk[0][1]  # [L*HQ, M, D]
+            ks = torch.cat([c[2] for c in chunk]) if len(chunk) > 1 else chunk[0][2]  # [L*HKV, N, D]
+            out = probe_attention(
+                qs,
+                ks,
+                req.seg_ids,
+                req.num_segments,
+                scale=scale,
+                q_pos=req.q_pos,
+                window=window,
+                softcap=softcap,
+                backend=req.backend,  # type: ignore[arg-type]
+            )  # [L*HQ, S]
+            for j, c in enumerate(chunk):
+                req.out[c[0]] = out[j * hq : (j + 1) * hq]
+    req.pending.clear()
 
 
 _REQUEST: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("ctxcomp_probe", default=None)
@@ -169,23 +218,21 @@ def register_attention(base: str) -> str:
         ) -> Any:
             req = _REQUEST.get()
             if req is not None and module.layer_idx in req.layers:
-                from ctxcomp.kernels import probe_attention
-
                 if query.shape[0] != 1:
                     raise RuntimeError("the ctxcomp probe runs one prompt per prefill (batch size 1)")
                 scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-                req.out[module.layer_idx] = probe_attention(
-                    query[0][:, req.q_pos],  # [HQ, M, D]
-                    key[0],  # [HKV, N, D]
-                    req.seg_ids,
-                    req.num_segments,
-                    scale=scale,
-                    q_pos=req.q_pos,
-                    window=kwargs.get("sliding_window"),
-                    softcap=kwargs.get("softcap"),
-                    backend=req.backend,  # type: ignore[arg-type]
+                req.pending.append(
+                    (
+                        module.layer_idx,
+                        query[0][:, req.q_pos],  # [HQ, M, D]
+                        key[0],  # [HKV, N, D]
+                        float(scale),
+                        kwargs.get("sliding_window"),
+                        kwargs.get("softcap"),
+                    )
                 )
                 if module.layer_idx == req.deepest:
+                    _flush(req)
                     raise _StopForward
             return stock(
                 module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
@@ -305,6 +352,8 @@ def run_probe(
         pass
     finally:
         _REQUEST.reset(token)
+    if req.pending:  # the deepest layer was not reached (the forward ended or failed first)
+        _flush(req)
     missing = set(layers) - set(req.out)
     if missing:
         raise RuntimeError(

@@ -35,7 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from ctxcomp.compressors.features import FAMILIES, SentenceContext, build_features, feature_names
+from ctxcomp.compressors.features import (
+    FAMILIES,
+    DocVectors,
+    SentenceContext,
+    build_features,
+    feature_names,
+)
 from ctxcomp.compressors.probe import ProbeFeatures
 from ctxcomp.compressors.trained import TrainedProbe
 from ctxcomp.errors import ConfigError, InputError
@@ -355,11 +361,16 @@ def _matrix(
     layers: Sequence[int],
     heads: Sequence[tuple[int, int]],
     embedder: Any,
+    doc_vectors: DocVectors = "mean",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xs, ys, gs = [], [], []
     for g, ex in enumerate(data):
         probe = _restrict(ex.probe, layers)
-        xs.append(build_features(ex.ctx, probe, families=families, heads=heads, embedder=embedder))
+        xs.append(
+            build_features(
+                ex.ctx, probe, families=families, heads=heads, embedder=embedder, doc_vectors=doc_vectors
+            )
+        )
         ys.append(ex.labels)
         gs.append(np.full(len(ex.labels), g))
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
@@ -450,8 +461,15 @@ def fit_probe(
     focus: bool = False,
     seed: int = 0,
     meta: dict[str, Any] | None = None,
+    depths: Sequence[int] | None = None,
+    depth_tolerance: float = 0.005,
+    doc_vectors: DocVectors = "mean",
 ) -> TrainedProbe:
-    """Fit a probe on extracted examples, choosing ``C`` and the head count by grouped CV AUC.
+    """Fit a probe on extracted examples, choosing ``C``, the head count and the depth by grouped CV AUC.
+
+    The depth is the deepest layer the probe reads: the proxy's forward pass stops after it, so a
+    shallower probe is proportionally cheaper. Of the candidate ``depths``, the shallowest whose
+    CV AUC is within ``depth_tolerance`` of the best is chosen (accuracy first, then speed).
 
     Args:
         data: Extracted examples (at least ``folds`` questions with a positive).
@@ -468,6 +486,10 @@ def fit_probe(
         focus: Whether extraction used the answer-hint template.
         seed: Seed of the fold assignment.
         meta: Extra fields stored in the file.
+        depths: Candidate deepest layers (each restricts ``layers`` to those <= it); ``None`` uses
+            the deepest of ``layers`` only.
+        depth_tolerance: CV AUC a shallower depth may give up against the best depth.
+        doc_vectors: Document vectors of the ``embedding`` family (see :func:`build_features`).
 
     Returns:
         The fitted probe.
@@ -493,29 +515,57 @@ def fit_probe(
     fold_of = rng.permutation(len(usable)) % max(folds, 1)
     use_att = "attention" in families
     grid_k = list(k_grid) if use_att else [0]
-    results: dict[tuple[float, int], list[float]] = {}
-    if folds <= 1:  # no model selection: the single grid point, no CV estimate
-        results[(c_grid[0], grid_k[0])] = [float("nan")]
-    for f in range(folds if folds > 1 else 0):
-        tr = [ex for ex, fo in zip(usable, fold_of, strict=True) if fo != f]
-        te = [ex for ex, fo in zip(usable, fold_of, strict=True) if fo == f]
-        ranked = rank_heads(tr, layers) if use_att else []
-        for k in grid_k:
-            heads = ranked[:k]
-            xtr, ytr, _ = _matrix(tr, families, layers, heads, embedder)
-            xte, yte, gte = _matrix(te, families, layers, heads, embedder)
-            scaler = StandardScaler().fit(xtr)
-            for c in c_grid:
-                lr = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
-                lr.fit(scaler.transform(xtr), ytr)
-                s = lr.decision_function(scaler.transform(xte))
-                per_q = [auc(s[gte == g], yte[gte == g]) for g in np.unique(gte)]
-                results.setdefault((c, k), []).append(float(np.nanmean(per_q)))
-    (best_c, best_k), cv = max(
-        ((key, float(np.mean(v))) for key, v in results.items()), key=lambda kv: (kv[1], -kv[0][1], -kv[0][0])
+    uses_layers = use_att or "doc_attention" in families
+    all_layers = sorted(layers)
+    candidates = (
+        sorted({d for d in (depths or [all_layers[-1]]) if d >= all_layers[0]}) if uses_layers else []
     )
+    if uses_layers and not candidates:
+        raise InputError(
+            "depths", f"no candidate depth is >= the first layer {all_layers[0]}", "pass deeper ones"
+        )
+
+    def cv_grid(lays: list[int]) -> dict[tuple[float, int], list[float]]:
+        results: dict[tuple[float, int], list[float]] = {}
+        if folds <= 1:  # no model selection: the single grid point, no CV estimate
+            results[(c_grid[0], grid_k[0])] = [float("nan")]
+        for f in range(folds if folds > 1 else 0):
+            tr = [ex for ex, fo in zip(usable, fold_of, strict=True) if fo != f]
+            te = [ex for ex, fo in zip(usable, fold_of, strict=True) if fo == f]
+            ranked = rank_heads(tr, lays) if use_att else []
+            for k in grid_k:
+                heads = ranked[:k]
+                xtr, ytr, _ = _matrix(tr, families, lays, heads, embedder, doc_vectors)
+                xte, yte, gte = _matrix(te, families, lays, heads, embedder, doc_vectors)
+                scaler = StandardScaler().fit(xtr)
+                for c in c_grid:
+                    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+                    lr.fit(scaler.transform(xtr), ytr)
+                    s = lr.decision_function(scaler.transform(xte))
+                    per_q = [auc(s[gte == g], yte[gte == g]) for g in np.unique(gte)]
+                    results.setdefault((c, k), []).append(float(np.nanmean(per_q)))
+        return results
+
+    def best_of(results: dict[tuple[float, int], list[float]]) -> tuple[tuple[float, int], float]:
+        return max(
+            ((key, float(np.mean(v))) for key, v in results.items()),
+            key=lambda kv: (kv[1], -kv[0][1], -kv[0][0]),
+        )
+
+    per_depth: list[dict[str, Any]] = []
+    for d in candidates:
+        lays = [li for li in all_layers if d is None or li <= d]
+        res = cv_grid(lays)
+        (c_d, k_d), auc_d = best_of(res)
+        per_depth.append({"deepest": d, "layers": lays, "C": c_d, "k_heads": k_d, "auc": auc_d, "grid": res})
+    top = max(r["auc"] for r in per_depth)
+    chosen = next(
+        (r for r in per_depth if not np.isfinite(top) or r["auc"] >= top - depth_tolerance), per_depth[-1]
+    )
+    layers = chosen["layers"] if uses_layers else list(layers)
+    best_c, best_k, cv, results = chosen["C"], chosen["k_heads"], chosen["auc"], chosen["grid"]
     heads = rank_heads(usable, layers)[:best_k] if use_att else []
-    x, y, _ = _matrix(usable, families, layers, heads, embedder)
+    x, y, _ = _matrix(usable, families, layers, heads, embedder, doc_vectors)
     scaler = StandardScaler().fit(x)
     lr = LogisticRegression(C=best_c, class_weight="balanced", max_iter=2000).fit(scaler.transform(x), y)
     from ctxcomp import __version__
@@ -532,6 +582,14 @@ def fit_probe(
             if folds > 1
             else [],
         },
+        "depth": {
+            "chosen": chosen["deepest"],
+            "tolerance": depth_tolerance,
+            "candidates": [
+                {"deepest": r["deepest"], "auc": r["auc"] if folds > 1 else None} for r in per_depth
+            ],
+        },
+        "doc_vectors": doc_vectors,
         "training": {"n_questions": len(usable), "n_sentences": len(y), "n_positive": int(y.sum())},
         "ctxcomp_version": __version__,
         **(meta or {}),
@@ -570,6 +628,7 @@ def train_probe(
     progress: bool = True,
     command: str | None = None,
     embedder: str | None = None,
+    depths: Sequence[int] | None = None,
 ) -> TrainedProbe:
     """Train a probe for a proxy and write it as JSON (the ``ctxcomp train-probe`` command).
 
@@ -587,6 +646,8 @@ def train_probe(
         command: The command line, recorded for reproducibility.
         embedder: Embedder id for hard negatives and the ``embedding`` family (default MiniLM);
             recorded in the probe so scoring uses the same one.
+        depths: Candidate deepest layers, chosen by CV (see :func:`fit_probe`). Default: the last
+            extraction layer of each quarter of ``layers`` (features are extracted once, for all).
 
     Returns:
         The trained probe (also written to ``out``).
@@ -631,6 +692,8 @@ def train_probe(
     extracted = extract(
         comp, examples, layers=layers, cache=cache_dir() / "features" / key, progress=progress
     )
+    if depths is None:
+        depths = sorted({layers[max(0, round(q * len(layers)) - 1)] for q in (0.25, 0.5, 0.75, 1.0)})
     probe = fit_probe(
         extracted,
         model_spec=model,
@@ -640,6 +703,7 @@ def train_probe(
         families=families,
         seed=seed,
         embedder=emb,
+        depths=depths,
         meta={
             "embedder": emb.id,
             "template": comp.template.__dict__,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ctxcomp.compressors.features import DOC_VECTORS, DocVectors
 from ctxcomp.errors import ConfigError, ProbeMismatchError
 from ctxcomp.models.identity import same_model
 
@@ -67,6 +68,20 @@ class TrainedProbe:
     query_positions: int
     focus: bool
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def doc_vectors(self) -> DocVectors:
+        """How the ``embedding`` family built document vectors in training (``meta["doc_vectors"]``;
+        files written before the field existed embedded whole documents: ``"embed"``)."""
+        mode = self.meta.get("doc_vectors", "embed")
+        if mode not in DOC_VECTORS:
+            raise ConfigError(
+                "probe_path",
+                f"probe {self.path or '<memory>'} has meta.doc_vectors={mode!r}, "
+                f"not one of {list(DOC_VECTORS)}",
+                "retrain it with `ctxcomp train-probe` from this ctxcomp version",
+            )
+        return mode
 
     def decision(self, x: np.ndarray) -> np.ndarray:
         """Logit of relevance for each row of a ``[S, F]`` feature matrix.

@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
-from typing import IO, Any
+from typing import IO, Any, get_args
 
 from ctxcomp.errors import CtxcompError, InputError
 
@@ -54,21 +54,59 @@ def _config_from(args: argparse.Namespace) -> Any:
     from ctxcomp.config import CompressionConfig
 
     fields: dict[str, Any] = {}
-    for name in ("proxy_model", "scorer", "reader_tokenizer", "device", "reorder"):
+    for name in (
+        "proxy_model",
+        "scorer",
+        "reader_tokenizer",
+        "device",
+        "reorder",
+        "reader_model",
+        "position_profile",
+        "probe_path",
+    ):
         v = getattr(args, name, None)
         if v is not None:
             fields[name] = v
+    for flag in ("force_probe", "force_position_profile"):
+        if getattr(args, flag, False):
+            fields[flag] = True
     return CompressionConfig(**fields)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    from ctxcomp.config import DEFAULT_PROXY
+    from ctxcomp.config import DEFAULT_PROXY, ReorderName
 
     p.add_argument("--proxy", dest="proxy_model", help=f"proxy model spec (default: {DEFAULT_PROXY})")
     p.add_argument("--scorer", choices=["auto", "attention", "focus", "probe"])
     p.add_argument("--reader-tokenizer", dest="reader_tokenizer", help="tokenizer that counts the budget")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--reorder", choices=["none", "u_shape"])
+    p.add_argument(
+        "--reorder",
+        choices=list(get_args(ReorderName)),
+        help="placement of the kept documents (default none; see CompressionConfig.reorder)",
+    )
+    p.add_argument(
+        "--reader-model",
+        dest="reader_model",
+        help="reader LLM whose attention/position profile the reorderers use (default: the proxy)",
+    )
+    p.add_argument(
+        "--position-profile",
+        dest="position_profile",
+        help="profile JSON from `ctxcomp calibrate` for --reorder attnrank (default: the shipped one)",
+    )
+    p.add_argument(
+        "--force-position-profile",
+        dest="force_position_profile",
+        action="store_true",
+        help="use --position-profile even if it was calibrated on another model",
+    )
+    p.add_argument(
+        "--probe", dest="probe_path", help="trained probe JSON (default: the one shipped for the proxy)"
+    )
+    p.add_argument(
+        "--force-probe", dest="force_probe", action="store_true", help="use --probe even for another proxy"
+    )
 
 
 def _add_budget_args(p: argparse.ArgumentParser) -> None:
@@ -119,11 +157,13 @@ def _cmd_train_probe(args: argparse.Namespace) -> int:
         families=args.families,
         seed=args.seed,
         progress=not args.no_progress,
+        depths=args.depths,
         command="ctxcomp " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("ctxcomp") else None,
     )
     cv = probe.meta["cv"]
     print(
         f"wrote {args.out}: CV AUC {cv['auc']:.3f} (C={cv['C']}, {cv['k_heads']} heads, "
+        f"deepest layer {max(probe.layers) if probe.layers else '-'}, "
         f"{probe.meta['training']['n_questions']} questions)",
         file=sys.stderr,
     )
@@ -168,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--docs", type=int, default=6, help="documents per training context (gold + hard distractors)"
     )
     p.add_argument("--layers", type=int, nargs="+", help="layers to read (default: lower two thirds)")
+    p.add_argument(
+        "--depths",
+        type=int,
+        nargs="+",
+        help="candidate deepest layers; the shallowest within 0.005 CV AUC of the best is kept "
+        "(default: the end of each quarter of --layers)",
+    )
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")

@@ -78,7 +78,11 @@ def test_train_probe_tiny(tiny_qwen: Path, tmp_path: Path, monkeypatch: pytest.M
     )
     assert ctx.stats.scorer == "probe"
     assert "capital of country 3 is Lima" in ctx.text
-    assert probe.layers == (0, 1, 2)
+    # Depth chosen by CV among the quarter ends of layers 0-2; with a perfect CV AUC at every
+    # depth, the shallowest wins (the forward then exits after layer 0).
+    assert [c["deepest"] for c in d["depth"]["candidates"]] == [0, 1, 2]
+    assert probe.layers == (0,) and d["depth"]["chosen"] == 0
+    assert d["doc_vectors"] == "mean" and probe.doc_vectors == "mean"
 
 
 def test_train_resumes_from_cache(tiny_qwen: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -116,3 +116,24 @@ def test_usage_errors(tmp_path: Path, tiny_qwen: Path, capsys: pytest.CaptureFix
         main(["compress", "--query", "q", "--docs", str(p), "--ratio", "2", "--proxy", str(tiny_qwen)]) == 2
     )
     assert "ratio" in capsys.readouterr().err
+
+
+def test_compress_reorder_attnrank_flags(
+    tiny_qwen: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ctxcomp.compressors.position import PositionProfile
+
+    docs = tmp_path / "d.jsonl"
+    texts = ["Paris is in France. It is big.", "Bob slept. He snored.", "Tokyo is large. It is in Japan."]
+    docs.write_text("".join(json.dumps(t) + "\n" for t in texts))
+    peak_last = PositionProfile("other-model", None, 3, (0.2, 0.2, 0.6), (0.1,) * 3, (0.7,) * 3, 30, "h")
+    prof = peak_last.save(tmp_path / "p.json")
+    base = ["compress", "--query", "Where is Paris?", "--docs", str(docs), "--ratio", "1.0", "--json"]
+    base += ["--proxy", str(tiny_qwen), "--scorer", "attention", "--reorder", "attnrank"]
+    base += ["--position-profile", str(prof)]
+    assert main(base) == 2  # calibrated on another model: an input error naming the fix
+    assert "force" in capsys.readouterr().err
+    assert main([*base, "--force-position-profile"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    best = max(data["documents"], key=lambda d: d["score"])
+    assert data["documents"][-1]["id"] == best["id"]  # the best document sits at the profile's peak
