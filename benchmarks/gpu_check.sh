@@ -33,7 +33,7 @@ timeout 300 $PY benchmarks/kernels.py --out "$OUT/kernels.json" \
   --shape-dir .gpu/qwen-shape --embedder-shape-dir .gpu/minilm-shape > "$OUT/kernels.log" 2>&1
 echo "kernels.py exit: $?"
 grep -E "^\[(kernel|prefill)\]" "$OUT/kernels.log" | cut -c1-220
-grep -E "^\[compress\]" "$OUT/kernels.log" | sed -E "s/'stage_ms_last_call'[^}]*\}, //" | cut -c1-260
+grep -E "^\[compress\]" "$OUT/kernels.log" | sed -E "s/'compress_ms_all'[^]]*\], //" | cut -c1-420
 tail -3 "$OUT/kernels.log"
 $PY - "$OUT/kernels.json" <<'EOF' || true
 import json, sys

@@ -153,7 +153,10 @@ def _llmlingua_section(
             ll[f"recall@{r:g}x"] = float(np.mean([x["recall"] for x in runs]))
             ach = float(np.mean([x["achieved_ratio"] for x in runs]))
             ll[f"achieved_ratio@{r:g}x"] = ach
-            ll["seconds_per_example"] = float(np.median([x["seconds"] for x in runs]))
+            ll[f"seconds_per_example@{r:g}x"] = float(np.median([x["seconds"] for x in runs]))
+            ll["seconds_per_example"] = float(
+                np.median([ll[k] for k in ll if k.startswith("seconds_per_example@")])
+            )
             ll[f"probe_recall_same_subset_at_achieved@{r:g}x"] = float(
                 np.mean(
                     [prune_recall(comp, examples[i], splits[i], probe[i], ach)[0] for i in range(len(runs))]

@@ -158,6 +158,7 @@ def _cmd_train_probe(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         depths=args.depths,
+        doc_vectors=args.doc_vectors,
         command="ctxcomp " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("ctxcomp") else None,
     )
     cv = probe.meta["cv"]
@@ -214,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="candidate deepest layers; the shallowest within 0.005 CV AUC of the best is kept "
         "(default: the end of each quarter of --layers)",
+    )
+    p.add_argument(
+        "--doc-vectors",
+        choices=["embed", "mean"],
+        default="embed",
+        help="document vectors of the embedding family: each document embedded whole (default, more "
+        "accurate) or the mean of its sentence vectors (one MiniLM pass, faster)",
     )
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--seed", type=int, default=0)

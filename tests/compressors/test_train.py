@@ -82,7 +82,7 @@ def test_train_probe_tiny(tiny_qwen: Path, tmp_path: Path, monkeypatch: pytest.M
     # depth, the shallowest wins (the forward then exits after layer 0).
     assert [c["deepest"] for c in d["depth"]["candidates"]] == [0, 1, 2]
     assert probe.layers == (0,) and d["depth"]["chosen"] == 0
-    assert d["doc_vectors"] == "mean" and probe.doc_vectors == "mean"
+    assert d["doc_vectors"] == "embed" and probe.doc_vectors == "embed"
 
 
 def test_train_resumes_from_cache(tiny_qwen: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,3 +156,37 @@ def test_shipped_probes_load_and_score(nq_rows: list[dict]) -> None:
         assert probe.coef.shape == probe.mean.shape
         assert find_shipped_probe(probe.model_id, probe.weights_sha256) is not None
         assert find_shipped_probe("another-model", "0" * 64) is None
+
+
+def test_doc_vectors_mean_and_embed() -> None:
+    from ctxcomp.compressors.features import SentenceContext, build_features
+    from ctxcomp.retrieval import HashingEmbedder
+
+    emb = HashingEmbedder(dim=64)
+    ctx = SentenceContext(
+        "capital of france",
+        ["Paris is the capital of France.", "It is big.", "Berlin is in Germany."],
+        [0, 0, 1],
+        [0, 1, 0],
+        [2, 1],
+        ["Paris is the capital of France. It is big.", "Berlin is in Germany."],
+    )
+    q = emb.embed([ctx.query])[0]
+    sv = emb.embed(list(ctx.texts))
+    mean0 = sv[:2].sum(0) / np.linalg.norm(sv[:2].sum(0))
+    x_mean = build_features(ctx, None, families=["embedding"], heads=[], embedder=emb, doc_vectors="mean")
+    x_emb = build_features(ctx, None, families=["embedding"], heads=[], embedder=emb, doc_vectors="embed")
+    np.testing.assert_allclose(x_mean[:2, 1], mean0 @ q, rtol=1e-5)
+    np.testing.assert_allclose(x_mean[2, 1], sv[2] @ q, rtol=1e-5)  # one-sentence document
+    np.testing.assert_allclose(x_emb[:2, 1], emb.embed([ctx.doc_texts[0]])[0] @ q, rtol=1e-5)
+    np.testing.assert_array_equal(x_mean[:, [0, 2]], x_emb[:, [0, 2]])  # sentence columns unchanged
+
+
+def test_unknown_doc_vectors_in_probe_file_is_an_error() -> None:
+    from ctxcomp.compressors.trained import TrainedProbe
+    from ctxcomp.errors import ConfigError
+
+    p = TrainedProbe(None, "m", "m", None, (), (), ("bm25",), ("a", "b"), np.zeros(2), np.ones(2),
+                     np.zeros(2), 0.0, 1, False, meta={"doc_vectors": "sum"})  # fmt: skip
+    with pytest.raises(ConfigError, match="doc_vectors"):
+        _ = p.doc_vectors
