@@ -175,6 +175,12 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=20)
     ap.add_argument("--ratios", type=float, nargs="+", default=[2, 5, 10])
     ap.add_argument("--proxy", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument(
+        "--reader",
+        default="qwen2.5-coder-0.5b-instruct",
+        help="reader model: its tokenizer counts every budget and ratio, and it answers for the reader "
+        "accuracy (the same reader for every proxy, so proxies compare on equal terms)",
+    )
     ap.add_argument("--probe", help="fused probe JSON (default: the probe shipped for the proxy)")
     ap.add_argument(
         "--probe-attn", help="attention-only probe JSON (default benchmarks/probes/<proxy>-attn.json)"
@@ -211,7 +217,9 @@ def main() -> None:
     examples = build_examples(
         rows, split=args.split, n_docs=args.docs, seed=args.seed, limit=args.n, embedder=emb
     )
-    comp = Compressor(CompressionConfig(proxy_model=args.proxy, scorer="attention")).load()
+    comp = Compressor(
+        CompressionConfig(proxy_model=args.proxy, scorer="attention", reader_tokenizer=args.reader)
+    ).load()
     src = comp._source
     probe = load_probe(args.probe) if args.probe else find_shipped_probe(src.model_id, src.weights_sha256)
     if probe is None:
@@ -311,8 +319,11 @@ def main() -> None:
     # latency per example (full compress() call, same inputs)
     lat: dict[str, float] = {}
     for name, cfg in [
-        ("probe", CompressionConfig(proxy_model=args.proxy)),
-        ("attention", CompressionConfig(proxy_model=args.proxy, scorer="attention")),
+        ("probe", CompressionConfig(proxy_model=args.proxy, reader_tokenizer=args.reader)),
+        (
+            "attention",
+            CompressionConfig(proxy_model=args.proxy, scorer="attention", reader_tokenizer=args.reader),
+        ),
     ]:
         c = Compressor(cfg)
         c._model, c._source, c._proxy_tok, c._reader_tok = comp._model, src, comp._proxy_tok, comp._reader_tok
@@ -342,6 +353,11 @@ def main() -> None:
 
     # End-to-end reader accuracy at 5x (the qwen preset as reader)
     if args.n_reader > 0:
+        reader_comp = (
+            comp
+            if args.reader == args.proxy
+            else Compressor(CompressionConfig(proxy_model=args.reader, scorer="attention")).load()
+        )
         full_ok, comp_ok = [], []
         for i, ex in enumerate(examples[: args.n_reader]):
             full = "\n\n".join(d.text for d in ex.docs)
@@ -352,8 +368,8 @@ def main() -> None:
                 methods["probe"][i], n_tok, budget, count=_counter(reader, ex.docs, splits[i].sentences)
             )
             small = assemble(ex.docs, list(range(len(ex.docs))), splits[i].sentences, kept)
-            full_ok.append(has_answer(reader_answer(comp, full, ex.question), ex.answers))
-            comp_ok.append(has_answer(reader_answer(comp, small, ex.question), ex.answers))
+            full_ok.append(has_answer(reader_answer(reader_comp, full, ex.question), ex.answers))
+            comp_ok.append(has_answer(reader_answer(reader_comp, small, ex.question), ex.answers))
         result["reader_accuracy@5x"] = {
             "n": len(full_ok),
             "full_context": float(np.mean(full_ok)),

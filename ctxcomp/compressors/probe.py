@@ -136,6 +136,9 @@ class _Request:
 # Largest [heads, M, N] probability block one batched reduction may cover (the torch reference
 # materialises it in fp32): 2^26 elements = 256 MiB.
 _BATCH_ELEMENTS = 1 << 26
+# Keys held for the batched reduction are flushed early past this many bytes (long contexts read
+# at many layers, e.g. a reader's full-depth attention for reordering).
+_PENDING_BYTES = 1 << 28
 
 
 def _flush(req: _Request) -> None:
@@ -231,8 +234,10 @@ def register_attention(base: str) -> str:
                         kwargs.get("softcap"),
                     )
                 )
-                if module.layer_idx == req.deepest:
+                held = sum(k.numel() * k.element_size() for _, _, k, *_ in req.pending)
+                if module.layer_idx == req.deepest or held > _PENDING_BYTES:
                     _flush(req)
+                if module.layer_idx == req.deepest:
                     raise _StopForward
             return stock(
                 module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs

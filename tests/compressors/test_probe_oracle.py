@@ -144,3 +144,22 @@ def test_probe_matches_eager_on_cuda(kind: str, backend: str, request: pytest.Fi
     want = _oracle(path, ids, seg, s, layers, 3)
     for li in layers:
         np.testing.assert_allclose(got[li], want[li], atol=1e-4, rtol=0)
+
+
+def test_early_flush_of_held_keys_gives_the_same_result(
+    tiny_qwen: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ctxcomp.compressors.probe as probe_mod
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen)
+    ids, seg, s = _prompt(tok)
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_qwen, attn_implementation=register_attention("sdpa"), dtype=torch.float32
+    )
+    layers = list(range(model.config.num_hidden_layers))
+    batched = run_probe(model, ids, seg, s, layers=layers, m=2, backend="torch")
+    monkeypatch.setattr(probe_mod, "_PENDING_BYTES", 0)  # flush after every layer
+    monkeypatch.setattr(probe_mod, "_BATCH_ELEMENTS", 1)  # and one layer per reduction
+    single = run_probe(model, ids, seg, s, layers=layers, m=2, backend="torch")
+    for li in layers:
+        np.testing.assert_allclose(batched[li], single[li], atol=1e-6, rtol=0)
