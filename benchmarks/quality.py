@@ -90,22 +90,73 @@ def lift_scores(e: ExtractedExample, layers: tuple[int, ...]) -> np.ndarray:
     return _restrict(e.probe, layers).lift().mean((0, 1)).astype(np.float64)
 
 
+class Memo:
+    """Per-item results of the slow peers and the reader, kept across runs (a JSONL under the cache).
+
+    A rerun with more questions computes only the new ones; keys hash everything that decides the
+    result (model weights, inputs, settings).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    self.data[rec["key"]] = rec["value"]
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"key": key, "value": value}) + "\n")
+
+
+_MEMO: Memo | None = None
+
+
+def memo() -> Memo:
+    global _MEMO
+    if _MEMO is None:
+        _MEMO = Memo(cache_dir() / "bench" / "quality-memo.jsonl")
+    return _MEMO
+
+
 def run_llmlingua(python: str, location: str, comp: Compressor, items: list[Any], ratio: float) -> list[dict]:
     """LongLLMLingua with the same proxy, in the peers environment (see llmlingua_worker.py)."""
     import subprocess
 
-    payload = "".join(
-        json.dumps({"docs": [d.text for d in ex.docs], "question": ex.question, "ratio": ratio}) + "\n"
-        for ex in items
-    )
-    worker = str(HERE / "llmlingua_worker.py")
-    res = subprocess.run([python, worker, location], input=payload, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(res.stderr[-1500:])
+    keys = [
+        Memo.key("longllmlingua", location, ratio, [d.text for d in ex.docs], ex.question) for ex in items
+    ]
+    todo = [i for i, k in enumerate(keys) if memo().get(k) is None]
+    if todo:
+        payload = "".join(
+            json.dumps(
+                {"docs": [d.text for d in items[i].docs], "question": items[i].question, "ratio": ratio}
+            )
+            + "\n"
+            for i in todo
+        )
+        worker = str(HERE / "llmlingua_worker.py")
+        res = subprocess.run([python, worker, location], input=payload, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(res.stderr[-1500:])
+        for i, line in zip(todo, res.stdout.strip().splitlines(), strict=True):
+            r = json.loads(line)
+            memo().put(keys[i], {"text": r["text"], "seconds": r["seconds"]})
     reader = comp.reader_tokens
     out = []
-    for ex, line in zip(items, res.stdout.strip().splitlines(), strict=True):
-        r = json.loads(line)
+    for ex, k in zip(items, keys, strict=True):
+        r = memo().get(k)
         text = r["text"].replace(ex.question, "")  # judge and count the context only
         original = reader.count("\n\n".join(d.text for d in ex.docs))
         kt = reader.count(text)
@@ -120,6 +171,17 @@ def run_llmlingua(python: str, location: str, comp: Compressor, items: list[Any]
 
 
 def reader_answer(comp: Compressor, context: str, question: str, max_new_tokens: int = 16) -> str:
+    """The reader's greedy answer (memoised per reader weights, context and question)."""
+    src = comp._source
+    key = Memo.key("reader", src.model_id, src.weights_sha256, context, question, max_new_tokens)
+    hit = memo().get(key)
+    if hit is None:
+        hit = _reader_answer(comp, context, question, max_new_tokens)
+        memo().put(key, hit)
+    return str(hit)
+
+
+def _reader_answer(comp: Compressor, context: str, question: str, max_new_tokens: int) -> str:
     import torch
 
     tok = comp._proxy_tokenizer
