@@ -7,7 +7,7 @@ a. ``kernel``  — probe reduction time, Triton vs reference, Qwen2.5-0.5B shape
    relative error between the two.
 b. ``prefill`` — a bare prefill (SDPA, and flash-attn when installed) of a random-weight
    Qwen2.5-0.5B-shaped model (no logits), and the probe's overhead as a share of it, counting one
-   probe call per probe layer of the default preset.
+   probe call per probe layer of the Qwen preset (all its probe layers batched in one call).
 c. ``compress`` — full :meth:`ctxcomp.Compressor.compress` at ~8k / ~32k tokens next to the bare
    prefill, when ``ctxcomp.api`` and the default offline proxy are available.
 
@@ -62,6 +62,8 @@ QWEN_TINY = {
     "vocab_size": 1000,
 }
 FALLBACK_PROBE_LAYERS = 8  # the default preset's count, used if its preset cannot be read
+# The preset whose shapes (QWEN_05B, `make gpu-prep`'s .gpu/qwen-shape) and shipped probe are timed.
+SHAPE_PRESET = "qwen2.5-coder-0.5b-instruct"
 
 
 def timed(fn: Callable[[], object], *, cuda: bool, warmup: int, reps: int) -> float:
@@ -149,20 +151,19 @@ def bench_kernel(
 
 
 def probe_layer_count() -> int:
-    """Probe layers of the default scorer (one probe call each per prefill).
+    """Probe layers of the default scorer on the timed preset (one probe call each per prefill).
 
-    That is the shipped trained probe of the default preset when there is one (the default
-    ``auto`` scorer uses it), else the preset's layers for the training-free scorer.
+    That is the shipped trained probe of :data:`SHAPE_PRESET` when there is one (the ``auto``
+    scorer uses it), else the preset's layers for the training-free scorer.
     """
     try:
         from ctxcomp.compressors.trained import load_probe, shipped_probes
-        from ctxcomp.config import DEFAULT_PROXY
         from ctxcomp.models.presets import PRESETS
 
         for path in shipped_probes():
-            if path.stem == DEFAULT_PROXY:
+            if path.stem == SHAPE_PRESET:
                 return len(load_probe(path).layers)
-        return len(PRESETS[DEFAULT_PROXY].probe_layers)
+        return len(PRESETS[SHAPE_PRESET].probe_layers)
     except Exception:  # the presets module is optional for this benchmark
         return FALLBACK_PROBE_LAYERS
 
@@ -296,7 +297,7 @@ def bench_compress(
 ) -> dict[str, Any]:
     """Section (c): full compress vs the bare SDPA prefill of the same length.
 
-    Runs the default fused probe scorer (the shipped probe of the default preset) and the
+    Runs the fused probe scorer (the shipped probe of the Qwen preset) and the
     training-free ``attention`` scorer with its single probe layer at each of ``depths`` (the
     forward exits after that layer), so the cost of any probe depth can be read off one run.
     """
@@ -306,18 +307,18 @@ def bench_compress(
 
     from ctxcomp.api import Compressor
     from ctxcomp.compressors.trained import shipped_probes
-    from ctxcomp.config import DEFAULT_PROXY, CompressionConfig
+    from ctxcomp.config import CompressionConfig
 
     query = "Which treaty did the council sign after the winter harvest?"
     bare_ms = {r["n"]: r["prefill_ms"] for r in prefill if r["attn_implementation"] == "sdpa"}
-    info: dict[str, Any] = {"proxy": DEFAULT_PROXY, "weights": "real offline preset"}
-    proxy: str = DEFAULT_PROXY
+    info: dict[str, Any] = {"proxy": SHAPE_PRESET, "weights": "real offline preset"}
+    proxy: str = SHAPE_PRESET
     probe_path: Path | None = None
     tmp = Path(tempfile.mkdtemp(prefix="ctxcomp-bench-"))
     if shape_dir is not None:
         proxy = str(random_weight_proxy(shape_dir, tmp / "proxy"))
         info["weights"] = f"random bf16 weights with the config and tokenizer of {shape_dir.name}"
-        probe_path = next(p for p in shipped_probes() if p.stem == DEFAULT_PROXY)
+        probe_path = next(p for p in shipped_probes() if p.stem == SHAPE_PRESET)
     if embedder_shape_dir is not None:
         from ctxcomp.retrieval import SentenceTransformerEmbedder, register_embedder
 

@@ -3,7 +3,7 @@
 On a GPU the proxy's prefill of 8k tokens takes ~20-30 ms (benchmarks/results/kernels.json), so
 sentence splitting, tokenisation, window packing, budgeted selection and assembly decide whether
 ``compress()`` stays near a bare prefill. This benchmark isolates them on the CPU: the proxy is a
-2-layer random-weight model with the real tokenizer of the default preset (so every text stage
+2-layer random-weight model with the real tokenizer of the Qwen preset (so every text stage
 sees real token counts) and the training-free scorer reading layer 0, so the transformer costs
 next to nothing and the stage timings are the pipeline's own.
 
@@ -36,16 +36,15 @@ QUERY = "Which treaty did the council sign after the winter harvest?"
 
 
 def tiny_proxy(dest: Path) -> Path:
-    """A 2-layer random-weight Qwen2 with the default preset's real tokenizer (built once)."""
+    """A 2-layer random-weight Qwen2 with the Qwen preset's real tokenizer (built once)."""
     if (dest / "model.safetensors").is_file():
         return dest
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from ctxcomp.config import DEFAULT_PROXY
     from ctxcomp.models.loader import materialise
 
-    src = Path(materialise(DEFAULT_PROXY).location)
+    src = Path(materialise("qwen2.5-coder-0.5b-instruct").location)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent))
     for f in src.iterdir():
         if f.suffix in (".json", ".jinja") and f.name != "ctxcomp-source.json":
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     result: dict[str, Any] = {
         "benchmark": "overhead-cpu",
         "what": "compress() stage timings (ms, medians) with a 2-layer random-weight proxy carrying the "
-        "default preset's real tokenizer; the transformer costs ~nothing, so these are the pipeline's "
+        "Qwen preset's real tokenizer; the transformer costs ~nothing, so these are the pipeline's "
         "own CPU costs (split, tokenisation + window packing inside 'probe', selection in 'prune', "
         "final assembly and exact recount in 'reorder')",
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": 1},

@@ -615,7 +615,7 @@ def compress(
         docs: Strings or :class:`~ctxcomp.Document` objects in retrieval order.
         budget: Maximum tokens of the result (reader tokenizer). Give at most one of budget/ratio.
         ratio: Share of tokens to keep in (0, 1]; default :data:`ctxcomp.DEFAULT_RATIO` (0.25).
-        config: Configuration; default :class:`~ctxcomp.CompressionConfig()` (offline Qwen preset).
+        config: Configuration; default :class:`~ctxcomp.CompressionConfig()` (``DEFAULT_PROXY``).
 
     Returns:
         The compressed context.

@@ -134,7 +134,7 @@ class CtxcompCompressor(BaseDocumentCompressor):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     config: CompressionConfig = Field(default_factory=CompressionConfig)
-    """Proxy model, scorer, reorder strategy, ... (default: the offline Qwen preset)."""
+    """Proxy model, scorer, reorder strategy, ... (default: ``ctxcomp.DEFAULT_PROXY``)."""
 
     budget: int | None = None
     """Maximum tokens of all returned documents together, counted with the reader's tokenizer."""
