@@ -100,17 +100,24 @@ class Memo:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.data: dict[str, Any] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                if line.strip():
+        self._load()
+
+    def _load(self) -> None:
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
                     rec = json.loads(line)
-                    self.data[rec["key"]] = rec["value"]
+                except json.JSONDecodeError:  # blank, or a line another run is still writing
+                    continue
+                self.data[rec["key"]] = rec["value"]
 
     @staticmethod
     def key(*parts: Any) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
     def get(self, key: str) -> Any:
+        if key not in self.data:
+            self._load()  # another run may have added it meanwhile
         return self.data.get(key)
 
     def put(self, key: str, value: Any) -> None:
