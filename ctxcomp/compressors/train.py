@@ -517,13 +517,14 @@ def fit_probe(
     grid_k = list(k_grid) if use_att else [0]
     uses_layers = use_att or "doc_attention" in families
     all_layers = sorted(layers)
-    candidates = (
-        sorted({d for d in (depths or [all_layers[-1]]) if d >= all_layers[0]}) if uses_layers else []
-    )
-    if uses_layers and not candidates:
-        raise InputError(
-            "depths", f"no candidate depth is >= the first layer {all_layers[0]}", "pass deeper ones"
-        )
+    # Candidate deepest layers; ``None`` (no depth to choose) when no family reads layers.
+    candidates: list[int | None] = [None]
+    if uses_layers:
+        candidates = sorted({d for d in (depths or [all_layers[-1]]) if d >= all_layers[0]})
+        if not candidates:
+            raise InputError(
+                "depths", f"no candidate depth is >= the first layer {all_layers[0]}", "pass deeper ones"
+            )
 
     def cv_grid(lays: list[int]) -> dict[tuple[float, int], list[float]]:
         results: dict[tuple[float, int], list[float]] = {}

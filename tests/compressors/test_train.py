@@ -190,3 +190,24 @@ def test_unknown_doc_vectors_in_probe_file_is_an_error() -> None:
                      np.zeros(2), 0.0, 1, False, meta={"doc_vectors": "sum"})  # fmt: skip
     with pytest.raises(ConfigError, match="doc_vectors"):
         _ = p.doc_vectors
+
+
+def test_train_without_attention_families(
+    tiny_qwen: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No family reads layers: there is no depth to choose, and the probe records none.
+    monkeypatch.setenv("CTXCOMP_CACHE", str(tmp_path / "cache"))
+    data = _synthetic(tmp_path / "train.jsonl", 10)
+    probe = train_probe(
+        str(tiny_qwen),
+        data,
+        tmp_path / "lex.json",
+        split="all",
+        n_questions=10,
+        layers=[0, 1],
+        families=("bm25", "position"),
+        progress=False,
+    )
+    assert probe.layers == ()
+    assert probe.meta["depth"]["chosen"] is None
+    assert 0.0 <= probe.meta["cv"]["auc"] <= 1.0
