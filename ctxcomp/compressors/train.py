@@ -520,11 +520,12 @@ def fit_probe(
     # Candidate deepest layers; ``None`` (no depth to choose) when no family reads layers.
     candidates: list[int | None] = [None]
     if uses_layers:
-        candidates = sorted({d for d in (depths or [all_layers[-1]]) if d >= all_layers[0]})
-        if not candidates:
+        deep = sorted({d for d in (depths or [all_layers[-1]]) if d >= all_layers[0]})
+        if not deep:
             raise InputError(
                 "depths", f"no candidate depth is >= the first layer {all_layers[0]}", "pass deeper ones"
             )
+        candidates = [*deep]
 
     def cv_grid(lays: list[int]) -> dict[tuple[float, int], list[float]]:
         results: dict[tuple[float, int], list[float]] = {}
