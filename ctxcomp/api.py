@@ -452,20 +452,23 @@ class Compressor:
         timings["prune"] = time.perf_counter() - t
         t = time.perf_counter()
 
-        def arrange(flags: list[bool]) -> tuple[str, tuple[list[int], list[float | None]]]:
-            """The final text (documents reordered, sentences in source order), its order, doc scores."""
+        def arrange(
+            flags: list[bool],
+        ) -> tuple[str, tuple[list[int], list[float | None], dict[int, list[int]]]]:
+            """The final text (documents reordered, sentences in source order), its document order,
+            document scores and kept sentence indices per document."""
             doc_scores = _doc_scores(len(documents), sp.doc_of, scores, flags)
             kept_docs = [i for i in range(len(documents)) if doc_scores[i] is not None]
-            kept_by_doc: dict[int, list[Sentence]] = {}
-            for s, di, k in zip(sp.sentences, sp.doc_of, flags, strict=True):
+            by_doc: dict[int, list[int]] = {}
+            for j, (di, k) in enumerate(zip(sp.doc_of, flags, strict=True)):
                 if k:
-                    kept_by_doc.setdefault(di, []).append(s)
-            texts = [doc_text(documents[i], kept_by_doc[i]) for i in kept_docs]
+                    by_doc.setdefault(di, []).append(j)
+            texts = [doc_text(documents[i], [sp.sentences[j] for j in by_doc[i]]) for i in kept_docs]
             kept_scores = [doc_scores[i] or 0.0 for i in kept_docs]
             order = [kept_docs[j] for j in reorder_for(self, query, texts, kept_scores)]
-            return assemble(documents, order, sp.sentences, flags), (order, doc_scores)
+            return assemble(documents, order, sp.sentences, flags), (order, doc_scores, by_doc)
 
-        kept, text, kept_tokens, (order, doc_scores) = fit_exactly(
+        kept, text, kept_tokens, (order, doc_scores, by_doc) = fit_exactly(
             kept, scores, token_budget, render=arrange, count=reader.count
         )
         timings["reorder"] = time.perf_counter() - t
@@ -473,10 +476,6 @@ class Compressor:
             ScoredSentence(s.doc_id, s.index, s.start, s.end, s.text, float(sc), int(nt), bool(k))
             for s, sc, nt, k in zip(sp.sentences, scores, n_tok, kept, strict=True)
         )
-        by_doc: dict[int, list[int]] = {}
-        for j, (di, k) in enumerate(zip(sp.doc_of, kept, strict=True)):
-            if k:
-                by_doc.setdefault(di, []).append(j)
         out_docs = []
         for i in order:
             ds = tuple(scored[j] for j in by_doc[i])

@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from ctxcomp.compressors.probe import ProbeFeatures
 
 FAMILIES = ("attention", "doc_attention", "embedding", "bm25", "position")
 DocVectors = Literal["mean", "embed"]
-DOC_VECTORS: tuple[str, ...] = ("mean", "embed")
+DOC_VECTORS: tuple[str, ...] = get_args(DocVectors)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _EPS = 1e-2
 

@@ -74,10 +74,10 @@ def _config_from(args: argparse.Namespace) -> Any:
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    from ctxcomp.config import DEFAULT_PROXY, ReorderName
+    from ctxcomp.config import DEFAULT_PROXY, ReorderName, ScorerName
 
     p.add_argument("--proxy", dest="proxy_model", help=f"proxy model spec (default: {DEFAULT_PROXY})")
-    p.add_argument("--scorer", choices=["auto", "attention", "focus", "probe"])
+    p.add_argument("--scorer", choices=list(get_args(ScorerName)))
     p.add_argument("--reader-tokenizer", dest="reader_tokenizer", help="tokenizer that counts the budget")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
