@@ -300,11 +300,37 @@ def bench_compress(
     Runs the fused probe scorer (the shipped probe of the Qwen preset) and the
     training-free ``attention`` scorer with its single probe layer at each of ``depths`` (the
     forward exits after that layer), so the cost of any probe depth can be read off one run.
+    Random-weight models built from ``shape_dir``/``embedder_shape_dir`` live in a temporary folder
+    removed afterwards.
     """
     if not cuda:
         return {"status": "skipped", "reason": "smoke mode: needs CUDA and the offline proxy model"}
     import tempfile
 
+    with tempfile.TemporaryDirectory(prefix="ctxcomp-bench-") as tmp:
+        return _bench_compress(
+            Path(tmp),
+            sizes,
+            prefill,
+            backends,
+            shape_dir=shape_dir,
+            embedder_shape_dir=embedder_shape_dir,
+            depths=depths,
+            device=device,
+        )
+
+
+def _bench_compress(
+    tmp: Path,
+    sizes: list[int],
+    prefill: list[dict[str, Any]],
+    backends: list[str],
+    *,
+    shape_dir: Path | None,
+    embedder_shape_dir: Path | None,
+    depths: tuple[int, ...],
+    device: str,
+) -> dict[str, Any]:
     from ctxcomp.api import Compressor
     from ctxcomp.compressors.trained import shipped_probes
     from ctxcomp.config import CompressionConfig
@@ -314,7 +340,6 @@ def bench_compress(
     info: dict[str, Any] = {"proxy": SHAPE_PRESET, "weights": "real offline preset"}
     proxy: str = SHAPE_PRESET
     probe_path: Path | None = None
-    tmp = Path(tempfile.mkdtemp(prefix="ctxcomp-bench-"))
     if shape_dir is not None:
         proxy = str(random_weight_proxy(shape_dir, tmp / "proxy"))
         info["weights"] = f"random bf16 weights with the config and tokenizer of {shape_dir.name}"
