@@ -30,7 +30,7 @@ test: setup
 	$(BIN)/ruff check ctxcomp tests benchmarks examples
 	$(BIN)/ruff format --check ctxcomp tests benchmarks examples
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests ctxcomp --doctest-modules
 
 lint: setup
 	$(BIN)/ruff check ctxcomp tests benchmarks examples && $(BIN)/ruff format --check ctxcomp tests benchmarks examples && $(BIN)/mypy

@@ -112,7 +112,7 @@ def bench_kernel(
     """Section (a): per-call probe time of each backend, one layer and ``n_layers`` batched.
 
     The pipeline reduces all probe layers of a prefill in one call, stacking layers as extra heads
-    (``ctxcomp.compressors.probe._flush``); ``<backend>_batched_ms`` times that call for
+    (``ctxcomp.models.attention``); ``<backend>_batched_ms`` times that call for
     ``n_layers`` layers, ``<backend>_ms`` a single layer.
     """
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
@@ -170,11 +170,11 @@ def probe_layer_count() -> int:
 
 def build_model(shape: dict[str, int], attn: str, device: str, dtype: torch.dtype) -> Any:
     """A random-weight Qwen2 base model (no LM head: the probe never computes logits)."""
-    from transformers import Qwen2Config, Qwen2Model
+    from transformers import AutoModel, Qwen2Config
 
     config = Qwen2Config(**shape, max_position_embeddings=131072)  # a fresh config per instance
     with torch.device(device):
-        model = Qwen2Model._from_config(config, attn_implementation=attn, dtype=dtype)
+        model = AutoModel.from_config(config, attn_implementation=attn, dtype=dtype)
     return model.eval()
 
 
@@ -401,7 +401,7 @@ def _bench_compress(
                     bare = bare_ms.get(n)
                     rec = {
                         "variant": name,
-                        "probe_layers": list(comp._layers),
+                        "probe_layers": list(getattr(comp.scorer, "layers", ())),
                         "target_tokens": n,
                         "original_tokens": ctx.stats.original_tokens,
                         "n_sentences": len(ctx.sentences),
@@ -415,7 +415,7 @@ def _bench_compress(
                         "ratio_to_bare_prefill": ms / bare if bare else None,
                         "n_windows": ctx.stats.n_windows,
                     }
-                    emb = comp._embedder
+                    emb = getattr(comp.scorer, "embedder", None)
                     if name == "probe" and emb is not None:
                         texts = [x.text for x in ctx.sentences]
                         rec["minilm_sentences_ms"] = timed(

@@ -51,23 +51,22 @@ def worker(preset: str, size: int, method: str, repeats: int) -> dict:
     from ctxcomp import CompressionConfig, Compressor
 
     comp = Compressor(CompressionConfig(proxy_model=preset)).load()  # the default scorer
-    tok = comp._proxy_tokenizer
+    tok = comp.proxy.tokenizer
     docs = _docs_for(size, tok)
     question = "who got the first nobel prize in physics"
     from ctxcomp.compressors.probe import build_prompt
-    from ctxcomp.types import as_documents
 
-    sp = comp._split(as_documents(docs))
-    units = comp._windows(sp, question, False)
+    cands = comp.split(docs)
+    units = comp.prober(cands).windows(question)
     assert len(units) == 1
-    prompt, _ = build_prompt(question, units[0], sp.docs, comp.template, focus=False)
+    prompt, _ = build_prompt(question, units[0], cands.docs, comp.template, focus=False)
     ids = torch.tensor([tok(prompt)["input_ids"]])
-    model = comp._model
+    model = comp.proxy.model
     if method == "eager":
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
-            comp._source.location, attn_implementation="eager", dtype=torch.float32
+            comp.proxy.source.location, attn_implementation="eager", dtype=torch.float32
         ).eval()
 
         def keep_probe_rows(module, args, output):
@@ -84,7 +83,7 @@ def worker(preset: str, size: int, method: str, repeats: int) -> dict:
             comp.compress(question, docs, ratio=0.2)
         elif method == "sdpa_prefill":
             with torch.inference_mode():
-                comp._model.get_decoder()(input_ids=ids, use_cache=False)
+                comp.proxy.model.get_decoder()(input_ids=ids, use_cache=False)
         else:
             with torch.inference_mode():
                 model(input_ids=ids, output_attentions=True, use_cache=False)
@@ -105,7 +104,7 @@ def worker(preset: str, size: int, method: str, repeats: int) -> dict:
         "target_tokens": size,
         "prompt_tokens": int(ids.shape[1]),
         "method": method,
-        "probe_layers": list(comp._layers),
+        "probe_layers": list(getattr(comp.scorer, "layers", ())),
         "median_s": times[len(times) // 2],
         "times_s": times,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -1,4 +1,4 @@
-"""NQ multi-document sets for the benchmarks: thin wrappers over :mod:`ctxcomp.compressors.train`.
+"""NQ multi-document sets for the benchmarks: thin wrappers over :mod:`ctxcomp.training`.
 
 The sets (gold passage + hard MiniLM-neighbour distractors, answer-free, gold at a seeded random
 slot, questions split train/eval by hash) are built by the package itself, so benchmarks, probe
@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctxcomp.compressors.train import build_examples, has_answer, read_jsonl, split_of
+from ctxcomp.training.examples import build_examples
+from ctxcomp.training.qa import has_answer, read_jsonl, split_of
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nq-open-dev.jsonl.gz"
 

@@ -1,7 +1,7 @@
 """Positional bias of a reader LLM on NQ, and what each reorderer does about it.
 
 Reader: an offline preset on CPU (``qwen2.5-coder-0.5b-instruct`` by default), or any model spec on a
-GPU. Prompts use :data:`ctxcomp.compressors.position.READER_TEMPLATE` (the layout the shipped
+GPU. Prompts use :data:`ctxcomp.compressors.reader.READER_TEMPLATE` (the layout the shipped
 position profiles were calibrated with). Reader accuracy = greedy decoding of at most 12 new tokens
 (stopping at a newline), correct when an answer string is in the output (normalised substring,
 ``benchmarks.nqdata.has_answer``). A smoother second metric: the mean per-token log-probability of
@@ -220,7 +220,7 @@ def gold_and_distractors(ex: Any) -> tuple[str, list[str]]:
 
 
 def run_u_curve(reader: CachedReader, qi: int, ex: Any, slots: list[int]) -> list[dict]:
-    from ctxcomp.compressors.position import READER_TEMPLATE, slot_prompt
+    from ctxcomp.compressors.reader import READER_TEMPLATE, slot_prompt
 
     gold, dis = gold_and_distractors(ex)
     out = []
@@ -249,7 +249,7 @@ def relevance(reader: CachedReader, comp: Any, question: str, texts: list[str]) 
 
 def run_rank_reorder_all_slots(reader: CachedReader, comp: Any, qi: int, ex: Any, profile: Any) -> list[dict]:
     """(b2) ``u_shape`` and ``attnrank`` with the gold at every input slot (distractors as in part a)."""
-    from ctxcomp.compressors.position import READER_TEMPLATE, slot_prompt
+    from ctxcomp.compressors.reader import READER_TEMPLATE, slot_prompt
     from ctxcomp.compressors.reorder import reorder
 
     gold, dis = gold_and_distractors(ex)
@@ -277,7 +277,7 @@ def run_rank_reorder_all_slots(reader: CachedReader, comp: Any, qi: int, ex: Any
 def run_reorder(
     reader: CachedReader, comp: Any, attn_reader: Any, qi: int, ex: Any, profile: Any
 ) -> list[dict]:
-    from ctxcomp.compressors.position import READER_TEMPLATE, slot_prompt
+    from ctxcomp.compressors.reader import READER_TEMPLATE, slot_prompt
     from ctxcomp.compressors.reorder import rank_order, reorder
 
     texts = [d["text"] for d in ex.docs]
@@ -622,13 +622,12 @@ def main() -> None:
     import torch
 
     from ctxcomp import CompressionConfig, Compressor
-    from ctxcomp.compressors.position import PositionProfile, shipped_profile_path
-    from ctxcomp.compressors.reorder import reader_for
+    from ctxcomp.compressors.profile import PositionProfile, shipped_profile_path
 
     cfg = CompressionConfig(proxy_model=args.reader, scorer="attention", device=args.device)
     comp = Compressor(cfg).load()
-    attn_reader = reader_for(comp)  # reuses the loaded model for attention_sort / found_in_middle
-    reader = CachedReader(comp._model, comp._proxy_tokenizer, attn_reader.model_id, args.cache)
+    attn_reader = comp.reader  # reuses the loaded model for attention_sort / found_in_middle
+    reader = CachedReader(comp.proxy.model, comp.proxy.tokenizer, attn_reader.model_id, args.cache)
     ppath = args.profile or shipped_profile_path(attn_reader.model_id)
     profile = PositionProfile.load(ppath) if ppath else None
     slots20 = [int(s) for s in args.slots20.split(",")]
@@ -661,7 +660,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "machine": platform.processor() or platform.machine(),
             "data": "nq-open-dev, eval split (sha256(question) % 5 == 0), hard MiniLM distractors",
-            "prompt_template": "ctxcomp.compressors.position.READER_TEMPLATE",
+            "prompt_template": "ctxcomp.compressors.reader.READER_TEMPLATE",
             "accuracy_metric": "greedy <=12 new tokens, stop at newline; normalised answer substring match",
             "relevance_scores_for_b": "Compressor.score, scorer='attention'; max sentence score per document",
             "profile": {

@@ -35,19 +35,11 @@ import numpy as np
 from ctxcomp import CompressionConfig, Compressor
 from ctxcomp.compressors.features import bm25_scores, build_features
 from ctxcomp.compressors.prune import assemble, select
-from ctxcomp.compressors.train import (
-    CachedEmbedder,
-    ExtractedExample,
-    _restrict,
-    auc,
-    build_examples,
-    extract,
-    fit_probe,
-    has_answer,
-    read_jsonl,
-)
 from ctxcomp.compressors.trained import TrainedProbe, find_shipped_probe, load_probe
 from ctxcomp.models.loader import cache_dir
+from ctxcomp.training.examples import ExtractedExample, build_examples, extract
+from ctxcomp.training.fit import CachedEmbedder, auc, fit_probe, restrict
+from ctxcomp.training.qa import has_answer, read_jsonl
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "nq-open-dev.jsonl.gz"
@@ -73,7 +65,7 @@ def _counter(reader: Any, docs: Any, sentences: Any) -> Any:
 
 
 def probe_scores(probe: TrainedProbe, e: ExtractedExample, embedder: Any) -> np.ndarray:
-    p = _restrict(e.probe, probe.layers) if probe.layers else None
+    p = restrict(e.probe, probe.layers) if probe.layers else None
     return probe.decision(
         build_features(
             e.ctx,
@@ -87,7 +79,7 @@ def probe_scores(probe: TrainedProbe, e: ExtractedExample, embedder: Any) -> np.
 
 
 def lift_scores(e: ExtractedExample, layers: tuple[int, ...]) -> np.ndarray:
-    return _restrict(e.probe, layers).lift().mean((0, 1)).astype(np.float64)
+    return restrict(e.probe, layers).lift().mean((0, 1)).astype(np.float64)
 
 
 class Memo:
@@ -179,7 +171,7 @@ def run_llmlingua(python: str, location: str, comp: Compressor, items: list[Any]
 
 def reader_answer(comp: Compressor, context: str, question: str, max_new_tokens: int = 16) -> str:
     """The reader's greedy answer (memoised per reader weights, context and question)."""
-    src = comp._source
+    src = comp.proxy.source
     key = Memo.key("reader", src.model_id, src.weights_sha256, context, question, max_new_tokens)
     hit = memo().get(key)
     if hit is None:
@@ -191,7 +183,7 @@ def reader_answer(comp: Compressor, context: str, question: str, max_new_tokens:
 def _reader_answer(comp: Compressor, context: str, question: str, max_new_tokens: int) -> str:
     import torch
 
-    tok = comp._proxy_tokenizer
+    tok = comp.proxy.tokenizer
     msg = (
         "Answer the question using the documents. Reply with a short answer only.\n\n"
         f"{context}\n\nQuestion: {question}"
@@ -206,7 +198,7 @@ def _reader_answer(comp: Compressor, context: str, question: str, max_new_tokens
     except Exception:  # tokenizer without a chat template
         ids = tok(msg + "\nAnswer:", return_tensors="pt")["input_ids"]
     with torch.inference_mode():
-        out = comp._model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+        out = comp.proxy.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
     return str(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
 
 
@@ -289,7 +281,7 @@ def main() -> None:
     comp = Compressor(
         CompressionConfig(proxy_model=args.proxy, scorer="attention", reader_tokenizer=args.reader)
     ).load()
-    src = comp._source
+    src = comp.proxy.source
     probe = load_probe(args.probe) if args.probe else find_shipped_probe(src.model_id, src.weights_sha256)
     if probe is None:
         sys.exit(f"no shipped probe for {args.proxy}; train one first (docs/probes.md)")
@@ -303,7 +295,13 @@ def main() -> None:
         json.dumps([src.model_id, args.split, args.docs, args.seed, layers]).encode()
     ).hexdigest()[:16]
     t0 = time.perf_counter()
-    ext = extract(comp, examples, layers=layers, cache=cache_dir() / "features" / f"eval-{key}")
+    ext = extract(
+        comp.proxy,
+        examples,
+        reader=comp.reader_tokens,
+        layers=layers,
+        cache=cache_dir() / "features" / f"eval-{key}",
+    )
     print(f"extracted {len(ext)} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     if args.only_curves:
         prev = json.loads(out_path.read_text()) if out_path.is_file() else {}
@@ -312,7 +310,7 @@ def main() -> None:
         print(f"wrote curves into {out_path}", file=sys.stderr)
         return
     if args.only_llmlingua:
-        splits = [comp._split(list(ex.docs)) for ex in examples]
+        splits = [comp.split(list(ex.docs)) for ex in examples]
         probe_only = [probe_scores(probe, e, emb) for e in ext[: args.n_llmlingua]]
         prev = json.loads(out_path.read_text()) if out_path.is_file() else {"methods": {}}
         prev["methods"]["longllmlingua"] = _llmlingua_section(args, src, comp, examples, splits, probe_only)
@@ -337,15 +335,16 @@ def main() -> None:
         methods["random"].append(rng.random(len(e.labels)))
     # focus: its own prefill with the answer-hint template, on a subset
     focus_ext = extract(
-        comp,
+        comp.proxy,
         examples[: args.n_focus],
+        reader=comp.reader_tokens,
         layers=list(att_layers),
         focus=True,
         cache=cache_dir() / "features" / f"eval-focus-{key}",
     )
     focus_scores = [lift_scores(e, tuple(att_layers)) for e in focus_ext]
 
-    splits = [comp._split(list(ex.docs)) for ex in examples]
+    splits = [comp.split(list(ex.docs)) for ex in examples]
     result: dict[str, Any] = {
         "benchmark": "quality",
         "proxy": args.proxy,
@@ -395,10 +394,7 @@ def main() -> None:
         ),
     ]:
         c = Compressor(cfg)
-        c._model, c._source, c._proxy_tok, c._reader_tok = comp._model, src, comp._proxy_tok, comp._reader_tok
-        c._proxy_tokenizer, c._device = comp._proxy_tokenizer, comp._device
-        c._probe_model = c._resolve_probe(src)
-        c._layers = c._resolve_layers(comp._model)
+        c.proxy = comp.proxy  # share the loaded proxy
         times = []
         for ex in examples[: args.n_latency]:
             t = time.perf_counter()
@@ -407,9 +403,7 @@ def main() -> None:
         lat[name] = float(np.median(times))
     t = time.perf_counter()
     for ex in examples[: args.n_latency]:
-        emb.inner.embed(
-            [ex.question, *[s.text for s in comp._split(list(ex.docs)).sentences]]
-        )  # not memoised
+        emb.inner.embed([ex.question, *[s.text for s in comp.split(list(ex.docs)).sentences]])  # not memoised
     lat["minilm"] = (time.perf_counter() - t) / max(args.n_latency, 1)
     for name, v in lat.items():
         result["methods"].setdefault(name, {})["seconds_per_example"] = v
@@ -459,11 +453,11 @@ def curves(
     comp: Compressor, rows: list, args: argparse.Namespace, ev: list[ExtractedExample], emb: Any
 ) -> dict:
     """Learning curve (AUC vs training questions) and AUC vs deepest probe layer, on the eval set."""
-    from ctxcomp.compressors.train import default_extraction_layers
+    from ctxcomp.training.fit import default_extraction_layers
 
-    n_layers = int(comp._model.config.get_text_config().num_hidden_layers)
+    n_layers = comp.proxy.num_layers
     layers = default_extraction_layers(args.proxy, n_layers)
-    src = comp._source
+    src = comp.proxy.source
     train_ex = build_examples(
         rows, split="train", n_docs=args.train_docs, seed=0, limit=args.n_train, embedder=emb
     )
@@ -482,7 +476,9 @@ def curves(
             ]
         ).encode()
     ).hexdigest()[:16]
-    tr = extract(comp, train_ex, layers=layers, cache=cache_dir() / "features" / key)
+    tr = extract(
+        comp.proxy, train_ex, reader=comp.reader_tokens, layers=layers, cache=cache_dir() / "features" / key
+    )
     common = dict(
         model_spec=args.proxy,
         model_id=src.model_id,

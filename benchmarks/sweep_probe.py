@@ -41,22 +41,17 @@ def main() -> None:
     for focus in (False, True):
         comp = Compressor(
             CompressionConfig(
-                proxy_model=args.proxy,
-                scorer="focus" if focus else "attention",
-                probe_layers=tuple(range(-100, 0)) if False else None,
-                query_positions=args.m,
+                proxy_model=args.proxy, scorer="focus" if focus else "attention", query_positions=args.m
             )
-        )
-        comp.load()
-        n_layers = comp._model.config.get_text_config().num_hidden_layers
-        comp._layers = tuple(range(n_layers))
+        ).load()
+        n_layers = comp.proxy.num_layers
         per_q = []
         t0 = time.time()
         for ex in exs:
             docs = [Document(d["id"], d["text"], d["metadata"]) for d in ex.docs]
-            sp = comp._split(docs)
-            feats = comp._probe(sp, ex.question, focus)
-            labels = np.array([has_answer(s.text, ex.answers) for s in sp.sentences])
+            cands = comp.split(docs)
+            feats = comp.prober(cands).features(ex.question, layers=range(n_layers), m=args.m, focus=focus)
+            labels = np.array([has_answer(s.text, ex.answers) for s in cands.sentences])
             per_q.append((feats, labels))
         name = "focus" if focus else "attention"
         res: dict = {"seconds_per_q": (time.time() - t0) / len(exs)}

@@ -90,7 +90,7 @@ def run_cli(corpus: Path, out: Path, proxy: str, extra: list[str]) -> dict[str, 
     cmd = [
         sys.executable,
         "-m",
-        "ctxcomp.integrations.cli",
+        "ctxcomp",
         "compress-jsonl",
         str(corpus),
         str(out),

@@ -1,6 +1,8 @@
 """The public verbs: :class:`Compressor` and :func:`compress`.
 
-Data flow: split -> probe (one truncated prefill per window) -> score -> prune -> reorder.
+The pipeline, one direction: split -> score (the proxy's probed prefill, one per window) ->
+select (greedy under the budget) -> reorder (once, on the selected documents) -> fit (exact count
+of the final text; only sentences drop) -> assemble (text, provenance, stats).
 
 Example:
     >>> from ctxcomp import compress
@@ -14,37 +16,42 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import math
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ctxcomp.compressors.probe import ProbeFeatures, PromptTemplate, Unit
-from ctxcomp.compressors.prune import DocCounts, assemble, doc_text, fit_exactly, select
-from ctxcomp.compressors.reorder import reorder_for
-from ctxcomp.compressors.scorers import NULL_QUERY, SCORERS, LiftScorer
-from ctxcomp.compressors.trained import TrainedProbe
+from ctxcomp.compressors.probe import Prober, PromptTemplate
+from ctxcomp.compressors.prune import (
+    DOC_SEPARATOR,
+    DocCounts,
+    assemble,
+    doc_scores,
+    doc_text,
+    fit_exactly,
+    select,
+)
+from ctxcomp.compressors.reader import Reader
+from ctxcomp.compressors.reorder import reorder
+from ctxcomp.compressors.scorers import Scorer, ScorerSetup, build_scorer
 from ctxcomp.config import DEFAULT_RATIO, CompressionConfig
 from ctxcomp.errors import ConfigError, InputError
-from ctxcomp.text.split import split_sentences
+from ctxcomp.models.probed import ProbedLM
+from ctxcomp.text.split import split_documents
 from ctxcomp.text.tokens import TokenCounter
 from ctxcomp.types import (
+    Candidates,
     CompressedContext,
     CompressedDocument,
     DocLike,
-    Document,
     ScoredSentence,
     Sentence,
     Stats,
     as_documents,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def check_query(query: object) -> str:
@@ -104,26 +111,25 @@ def resolve_budget(original_tokens: int, budget: int | None, ratio: float | None
     return max(1, int(r * original_tokens))
 
 
-@dataclass
-class _Split:
-    docs: list[Document]
-    sentences: list[Sentence]
-    doc_of: list[int]  # [S] document index of each sentence
-    token_counts: dict[int, list[int]] = field(default_factory=dict)  # id(TokenCounter) -> [S]
-
-
 class Compressor:
     """Holds a proxy model and compresses contexts with it.
 
-    Models load on first use (or on :meth:`load`) and stay loaded. One instance is safe to share
-    between threads; prefills are serialised by a lock.
+    Models load on first use (or on :meth:`load`) and stay loaded; the scorer is resolved once, at
+    load. One instance is safe to share between threads; prefills are serialised by the proxy's lock.
 
     Args:
         config: The configuration; ``None`` means the defaults.
 
+    Attributes:
+        config: The configuration.
+        template: The proxy's prompt layout.
+        proxy: The proxy model holder (:class:`~ctxcomp.models.probed.ProbedLM`).
+
     Example:
         >>> from ctxcomp import Compressor, CompressionConfig
         >>> comp = Compressor(CompressionConfig(scorer="attention"))
+        >>> comp.proxy.loaded
+        False
         >>> ctx = comp.compress("Who wrote Hamlet?", ["Hamlet is a play by Shakespeare. It is long."],
         ...                     budget=12)  # doctest: +SKIP
     """
@@ -135,247 +141,90 @@ class Compressor:
             )
         self.config = config or CompressionConfig()
         self.template = PromptTemplate()
+        cfg = self.config
+        self.proxy = ProbedLM(cfg.proxy_model, device=cfg.device, dtype=cfg.dtype, backend=cfg.kernel_backend)
         self._lock = threading.RLock()
-        self._model: Any = None
-        self._source: Any = None
-        self._proxy_tok: TokenCounter | None = None
-        self._reader_tok: TokenCounter | None = None
-        self._layers: tuple[int, ...] = ()
-        self._probe_model: TrainedProbe | None = None
-        self._embedder: Any = None
-        self._device = "cpu"
+        self._reader_tokens: TokenCounter | None = None
+        self._scorer: Scorer | None = None
+        self._reader: Reader | None = None
 
     # ------------------------------------------------------------------ loading
     def load(self) -> Compressor:
-        """Load the proxy model and tokenizers now (otherwise the first call does).
+        """Load the proxy model and tokenizers and resolve the scorer now (otherwise the first call does).
 
         Returns:
             ``self``.
         """
         with self._lock:
-            if self._model is None:
-                self._load()
+            if self._scorer is None:
+                cfg = self.config
+                self.proxy.load()
+                if cfg.reader_tokenizer is None or cfg.reader_tokenizer == cfg.proxy_model:
+                    self._reader_tokens = self.proxy.counter
+                else:
+                    from ctxcomp.models.loader import load_tokenizer
+
+                    tok = load_tokenizer(cfg.reader_tokenizer)
+                    self._reader_tokens = TokenCounter(tok, cfg.reader_tokenizer)
+                self._scorer = build_scorer(ScorerSetup(cfg, self.proxy, self.template))
         return self
-
-    def _load(self) -> None:
-        import torch
-
-        from ctxcomp.compressors.probe import register_attention
-        from ctxcomp.models.loader import load_causal_lm, load_tokenizer
-
-        cfg = self.config
-        device = cfg.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-        base = "sdpa"
-        if device.startswith("cuda"):
-            import importlib.util
-
-            if importlib.util.find_spec("flash_attn") is not None and dtype != "float32":
-                base = "flash_attention_2"
-        attn = register_attention(base)
-        model, source = load_causal_lm(cfg.proxy_model, device=device, dtype=dtype, attn_implementation=attn)
-        tok = load_tokenizer(cfg.proxy_model)
-        self._proxy_tok = TokenCounter(tok, source.model_id)
-        self._proxy_tokenizer = tok
-        if cfg.reader_tokenizer is None or cfg.reader_tokenizer == cfg.proxy_model:
-            self._reader_tok = self._proxy_tok
-        else:
-            self._reader_tok = TokenCounter(load_tokenizer(cfg.reader_tokenizer), cfg.reader_tokenizer)
-        self._probe_model = self._resolve_probe(source)
-        self._layers = self._resolve_layers(model)
-        self._device = device
-        self._source = source
-        self._model = model
-
-    def _resolve_probe(self, source: Any) -> TrainedProbe | None:
-        """The trained probe to use, or ``None`` for a training-free scorer."""
-        from ctxcomp.compressors.trained import find_shipped_probe, load_probe
-
-        cfg = self.config
-        if cfg.scorer not in ("probe", "auto"):
-            return None
-        if cfg.probe_path is not None:
-            loaded = load_probe(cfg.probe_path)
-            loaded.check_model(source.model_id, source.weights_sha256, force=cfg.force_probe)
-            return loaded
-        probe = find_shipped_probe(source.model_id, source.weights_sha256)
-        if probe is None and cfg.scorer == "probe":
-            raise ConfigError(
-                "CompressionConfig.scorer",
-                f"no trained probe ships for proxy {cfg.proxy_model!r}",
-                "train one with `ctxcomp train-probe` and pass probe_path, or use scorer='attention'",
-            )
-        if probe is None:
-            _warn_once(
-                f"no trained probe for {cfg.proxy_model!r}; using the training-free 'attention' scorer"
-            )
-        return probe
-
-    def _resolve_layers(self, model: Any) -> tuple[int, ...]:
-        from ctxcomp.models.presets import PRESETS
-
-        n = int(model.config.get_text_config().num_hidden_layers)
-        if self._probe_model is not None:
-            return self._probe_model.layers
-        if self.config.probe_layers is not None:
-            raw = self.config.probe_layers
-        elif self.config.proxy_model in PRESETS:
-            raw = PRESETS[self.config.proxy_model].probe_layers
-        else:
-            raw = tuple(range(n // 3, (2 * n) // 3 + 1))
-        out = []
-        for li in raw:
-            j = li + n if li < 0 else li
-            if not 0 <= j < n:
-                raise ConfigError(
-                    "CompressionConfig.probe_layers",
-                    f"layer {li} is out of range for a {n}-layer model",
-                    f"use indices in [-{n}, {n - 1}]",
-                )
-            out.append(j)
-        return tuple(sorted(set(out)))
 
     @property
     def reader_tokens(self) -> TokenCounter:
         """The reader tokenizer's counter (loads the models if needed)."""
         self.load()
-        assert self._reader_tok is not None
-        return self._reader_tok
+        assert self._reader_tokens is not None
+        return self._reader_tokens
+
+    @property
+    def scorer(self) -> Scorer:
+        """The scorer, resolved once from ``config.scorer`` (loads the models if needed)."""
+        self.load()
+        assert self._scorer is not None
+        return self._scorer
+
+    @property
+    def reader(self) -> Reader:
+        """The reader model the reorderers use: the proxy itself (shared, never loaded twice) unless
+        ``config.reader_model`` names another model, which then loads on first use."""
+        with self._lock:
+            if self._reader is None:
+                cfg = self.config
+                if cfg.reader_model is None or cfg.reader_model == cfg.proxy_model:
+                    self._reader = Reader(self.proxy)
+                else:
+                    self._reader = Reader(
+                        cfg.reader_model, device=cfg.device, dtype=cfg.dtype, backend=cfg.kernel_backend
+                    )
+            return self._reader
 
     # ------------------------------------------------------------------ stages
-    def _split(self, docs: list[Document]) -> _Split:
-        sentences: list[Sentence] = []
-        doc_of: list[int] = []
-        for i, d in enumerate(docs):
-            for s in split_sentences(d, max_chars=self.config.max_sentence_chars):
-                sentences.append(s)
-                doc_of.append(i)
-        return _Split(docs, sentences, doc_of)
+    def split(self, docs: Sequence[DocLike]) -> Candidates:
+        """Split documents into sentences with exact offsets (the pipeline's first step).
 
-    @staticmethod
-    def _sentence_tokens(sp: _Split, counter: TokenCounter) -> list[int]:
-        """Tokens of each sentence under ``counter``, counted once per call (proxy = reader shares)."""
-        key = id(counter)
-        if key not in sp.token_counts:
-            sp.token_counts[key] = counter.count_many([s.text for s in sp.sentences])
-        return sp.token_counts[key]
+        Args:
+            docs: Strings or Documents.
 
-    def _windows(self, sp: _Split, query: str, focus: bool) -> list[list[Unit]]:
-        """Pack whole documents (or sentence runs of over-long ones) into prompts that fit the proxy."""
-        assert self._proxy_tok is not None
-        ntok = self._sentence_tokens(sp, self._proxy_tok)
-        overhead = self._proxy_tok.count(self.template.head + self.template.tail(query, focus=focus)) + 8
-        cap = max(32, self.config.max_proxy_tokens - overhead)
-        header = 6  # "Document [n]: " plus the separator
-        units: list[tuple[Unit, int]] = []
-        i = 0
-        while i < len(sp.sentences):
-            d = sp.doc_of[i]
-            run: list[Sentence] = []
-            cost = header
-            first = i
-            while i < len(sp.sentences) and sp.doc_of[i] == d:
-                c = ntok[i] + 1
-                if run and cost + c > cap:
-                    break
-                run.append(sp.sentences[i])
-                cost += c
-                i += 1
-            units.append((Unit(d, first, tuple(run)), cost))
-        windows: list[list[Unit]] = []
-        cur: list[Unit] = []
-        used = 0
-        for unit, cost in units:
-            if cur and used + cost > cap:
-                windows.append(cur)
-                cur, used = [], 0
-            cur.append(unit)
-            used += cost
-        if cur:
-            windows.append(cur)
-        return windows
+        Returns:
+            The candidates.
 
-    def _probe(self, sp: _Split, query: str, focus: bool, m: int | None = None) -> ProbeFeatures:
-        import torch
+        Example:
+            >>> Compressor().split(["One. Two."]).texts
+            ['One.', 'Two.']
+        """
+        return split_documents(as_documents(docs), max_chars=self.config.max_sentence_chars)
 
-        from ctxcomp.compressors.probe import build_prompt, run_probe, token_segments
+    def prober(self, cands: Candidates) -> Prober:
+        """A :class:`~ctxcomp.compressors.probe.Prober` over ``cands`` with this compressor's proxy,
+        template and window size.
 
-        s_total = len(sp.sentences)
-        layers = self._layers
-        cfg = self.config
-        windows = self._windows(sp, query, focus)
-        n_tokens = np.zeros(s_total, dtype=np.int64)
-        parts: list[tuple[np.ndarray, np.ndarray, int]] = []  # (global ids, [L, H, S_w] mass, n ctx tokens)
-        for units in windows:
-            prompt, char_seg = build_prompt(query, units, sp.docs, self.template, focus=focus)
-            enc = self._proxy_tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=True)
-            seg = token_segments(enc["offset_mapping"], char_seg)  # [N] global ids
-            gids = np.arange(units[0].first, units[-1].first + len(units[-1].sentences))
-            local = np.where(seg >= 0, seg - gids[0], -1)  # [N]
-            np.add.at(n_tokens, seg[seg >= 0], 1)
-            ids = torch.tensor([enc["input_ids"]], device=self._device)  # [1, N]
-            with self._lock:
-                out = run_probe(
-                    self._model,
-                    ids,
-                    local,
-                    len(gids),
-                    layers=layers,
-                    m=m or cfg.query_positions,
-                    backend=cfg.kernel_backend,
-                )
-            mass = np.stack([out[li] for li in layers])  # [L, H, S_w]
-            parts.append((gids, mass, int((seg >= 0).sum())))
-        n_ctx = sum(p[2] for p in parts)
-        first = parts[0][1]
-        full = np.zeros((first.shape[0], first.shape[1], s_total), dtype=np.float32)  # [L, H, S]
-        for gids, mass, n_w in parts:
-            full[:, :, gids] = mass * (n_w / max(n_ctx, 1))
-        return ProbeFeatures(full, n_tokens, layers, len(windows), n_ctx)
+        Args:
+            cands: The split documents.
 
-    def _score(
-        self, sp: _Split, query: str, timings: dict[str, float] | None = None
-    ) -> tuple[np.ndarray, int, str]:
-        """Scores of every sentence, the number of prefills, and the scorer's name."""
-        probe = self._probe_model
-        t = time.perf_counter()
-        if probe is None:
-            scorer: LiftScorer = SCORERS["attention" if self.config.scorer == "auto" else self.config.scorer]
-            feats = self._probe(sp, query, scorer.focus)
-            null = self._probe(sp, NULL_QUERY, scorer.focus) if self.config.null_query else None
-            if timings is not None:
-                timings["probe"] = time.perf_counter() - t
-            return scorer.score(feats, null), feats.n_windows, scorer.name
-        from ctxcomp.compressors.features import SentenceContext, build_features
-
-        needs_attention = bool({"attention", "doc_attention"} & set(probe.families))
-        feats_p = self._probe(sp, query, probe.focus, m=probe.query_positions) if needs_attention else None
-        if timings is not None:
-            timings["probe"] = time.perf_counter() - t
-        if "embedding" in probe.families and self._embedder is None:
-            from ctxcomp.retrieval import resolve_embedder
-
-            self._embedder = resolve_embedder(probe.meta.get("embedder"), device=self._device)
-        sizes = np.bincount(np.asarray(sp.doc_of, dtype=np.int64), minlength=len(sp.docs))
-        ctx = SentenceContext(
-            query,
-            [s.text for s in sp.sentences],
-            sp.doc_of,
-            [s.index for s in sp.sentences],
-            sizes.tolist(),
-            [d.text for d in sp.docs],
-        )
-        x = build_features(
-            ctx,
-            feats_p,
-            families=probe.families,
-            heads=probe.heads,
-            embedder=self._embedder,
-            doc_vectors=probe.doc_vectors,
-        )
-        return probe.decision(x), feats_p.n_windows if feats_p is not None else 0, "probe"
+        Returns:
+            The prober (nothing runs until its ``features`` is called).
+        """
+        return Prober(self.proxy, cands, self.template, self.config.max_proxy_tokens)
 
     def score(self, query: str, docs: Sequence[DocLike]) -> tuple[list[Sentence], np.ndarray, int]:
         """Score every sentence of ``docs`` for ``query`` without pruning.
@@ -385,18 +234,57 @@ class Compressor:
             docs: Strings or Documents.
 
         Returns:
-            ``(sentences, scores [S], n_windows)``.
+            ``(sentences, scores [S], number of prefills)``.
 
         Example:
             >>> sents, scores, _ = Compressor().score("q?", ["A. B."])  # doctest: +SKIP
         """
         query = check_query(query)
-        sp = self._split(as_documents(docs))
-        if not sp.sentences:
+        cands = self.split(docs)
+        if not cands.sentences:
             return [], np.zeros(0), 0
-        self.load()
-        scores, n_windows, _ = self._score(sp, query)
-        return sp.sentences, scores, n_windows
+        prober = self.prober(cands)
+        scores = self._checked_scores(query, cands, prober)
+        return cands.sentences, scores, prober.n_prefills
+
+    def _checked_scores(self, query: str, cands: Candidates, prober: Prober) -> np.ndarray:
+        scores = np.asarray(self.scorer.score(query, cands, prober), dtype=np.float64)  # [S]
+        if scores.shape != (len(cands.sentences),):
+            raise ConfigError(
+                "CompressionConfig.scorer",
+                f"scorer {self.scorer.name!r} returned shape {scores.shape} for {len(cands.sentences)} "
+                "sentences",
+                "return one score per sentence",
+            )
+        return scores
+
+    def place(self, query: str, cands: Candidates, scores: np.ndarray, kept: Sequence[bool]) -> list[int]:
+        """Order the documents that keep a sentence, by the configured reorder strategy (run once).
+
+        Args:
+            query: The question.
+            cands: The split documents.
+            scores: ``[S]`` sentence scores.
+            kept: ``[S]`` keep flags.
+
+        Returns:
+            Indices into ``cands.docs`` of the kept documents, in output order.
+        """
+        best = doc_scores(len(cands.docs), cands.doc_of, scores, kept)
+        kept_docs = [i for i, b in enumerate(best) if b is not None]
+        by_doc = _group(cands, kept)
+        texts = [doc_text(cands.docs[i], [cands.sentences[j] for j in by_doc[i]]) for i in kept_docs]
+        cfg = self.config
+        order = reorder(
+            cfg.reorder,
+            [best[i] or 0.0 for i in kept_docs],
+            query=query,
+            docs=texts,
+            reader=lambda: self.reader,
+            profile=cfg.position_profile,
+            force=cfg.force_position_profile,
+        )
+        return [kept_docs[j] for j in order]
 
     # ------------------------------------------------------------------ verbs
     def compress(
@@ -427,69 +315,40 @@ class Compressor:
         if budget is not None or ratio is not None:
             resolve_budget(1, budget, ratio)  # validate before any work
         self.load()
-        assert self._reader_tok is not None and self._source is not None
-        reader = self._reader_tok
+        reader = self.reader_tokens
         t = time.perf_counter()
-        sp = self._split(documents)
+        cands = split_documents(documents, max_chars=self.config.max_sentence_chars)
         timings["split"] = time.perf_counter() - t
-        original = reader.count("\n\n".join(d.text for d in documents))
+        original = reader.count(DOC_SEPARATOR.join(d.text for d in documents))
         token_budget = resolve_budget(original, budget, ratio)
-        n_windows = 0
-        scores = np.zeros(len(sp.sentences))
-        scorer_name: str = (
-            "probe"
-            if self._probe_model is not None
-            else ("attention" if self.config.scorer == "auto" else self.config.scorer)
-        )
-        if sp.sentences:
-            t = time.perf_counter()
-            scores, n_windows, scorer_name = self._score(sp, query, timings)
-            timings["score"] = time.perf_counter() - t - timings["probe"]
+        scores = np.zeros(len(cands.sentences))
+        prober = self.prober(cands)
         t = time.perf_counter()
-        n_tok = self._sentence_tokens(sp, reader)
-        counts = DocCounts(documents, sp.sentences, sp.doc_of, count=reader.count)
-        kept = select(scores, n_tok, token_budget, count=counts.total)
+        if cands.sentences:
+            scores = self._checked_scores(query, cands, prober)
+        timings["probe"] = prober.seconds
+        timings["score"] = time.perf_counter() - t - prober.seconds
+        t = time.perf_counter()
+        n_tok = cands.token_counts(reader)
+        kept = select(
+            scores,
+            n_tok,
+            token_budget,
+            count=DocCounts(documents, cands.sentences, cands.doc_of, count=reader.count).total,
+        )
         timings["prune"] = time.perf_counter() - t
         t = time.perf_counter()
-
-        def arrange(
-            flags: list[bool],
-        ) -> tuple[str, tuple[list[int], list[float | None], dict[int, list[int]]]]:
-            """The final text (documents reordered, sentences in source order), its document order,
-            document scores and kept sentence indices per document."""
-            doc_scores = _doc_scores(len(documents), sp.doc_of, scores, flags)
-            kept_docs = [i for i in range(len(documents)) if doc_scores[i] is not None]
-            by_doc: dict[int, list[int]] = {}
-            for j, (di, k) in enumerate(zip(sp.doc_of, flags, strict=True)):
-                if k:
-                    by_doc.setdefault(di, []).append(j)
-            texts = [doc_text(documents[i], [sp.sentences[j] for j in by_doc[i]]) for i in kept_docs]
-            kept_scores = [doc_scores[i] or 0.0 for i in kept_docs]
-            order = [kept_docs[j] for j in reorder_for(self, query, texts, kept_scores)]
-            return assemble(documents, order, sp.sentences, flags), (order, doc_scores, by_doc)
-
-        kept, text, kept_tokens, (order, doc_scores, by_doc) = fit_exactly(
-            kept, scores, token_budget, render=arrange, count=reader.count
-        )
+        order = self.place(query, cands, scores, kept)
         timings["reorder"] = time.perf_counter() - t
-        scored = tuple(
-            ScoredSentence(s.doc_id, s.index, s.start, s.end, s.text, float(sc), int(nt), bool(k))
-            for s, sc, nt, k in zip(sp.sentences, scores, n_tok, kept, strict=True)
+        t = time.perf_counter()
+        kept, text, kept_tokens = fit_exactly(
+            kept,
+            scores,
+            token_budget,
+            render=lambda k: assemble(documents, order, cands.sentences, k),
+            count=reader.count,
         )
-        out_docs = []
-        for i in order:
-            ds = tuple(scored[j] for j in by_doc[i])
-            d = documents[i]
-            score = float(doc_scores[i] or 0.0)
-            out_docs.append(
-                CompressedDocument(
-                    id=d.id,
-                    text=doc_text(d, [sp.sentences[j] for j in by_doc[i]]),
-                    metadata={**d.metadata, "ctxcomp_score": score},
-                    score=score,
-                    sentences=ds,
-                )
-            )
+        timings["fit"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         stats = Stats(
             original_tokens=original,
@@ -497,12 +356,12 @@ class Compressor:
             budget=token_budget,
             ratio=(original / kept_tokens) if kept_tokens else (1.0 if original == 0 else math.inf),
             timings=timings,
-            proxy_model=self._source.model_id,
+            proxy_model=self.proxy.model_id,
             reader_tokenizer=reader.name,
-            scorer=scorer_name,
-            n_windows=n_windows,
+            scorer=self.scorer.name,
+            n_windows=prober.n_prefills,
         )
-        return CompressedContext(text=text, documents=tuple(out_docs), sentences=scored, stats=stats)
+        return _result(cands, scores, n_tok, kept, order, text, stats)
 
     def compress_batch(
         self,
@@ -573,25 +432,46 @@ class Compressor:
         return await asyncio.to_thread(self.compress, query, docs, budget=budget, ratio=ratio)
 
 
-def _doc_scores(
-    n_docs: int, doc_of: Sequence[int], scores: np.ndarray, kept: Sequence[bool]
-) -> list[float | None]:
-    """Best kept-sentence score per document, ``None`` for documents with nothing kept."""
-    out: list[float | None] = [None] * n_docs
-    for d, sc, k in zip(doc_of, scores, kept, strict=True):
+def _group(cands: Candidates, kept: Sequence[bool]) -> dict[int, list[int]]:
+    """Kept sentence indices per document index."""
+    by_doc: dict[int, list[int]] = {}
+    for j, (di, k) in enumerate(zip(cands.doc_of, kept, strict=True)):
         if k:
-            cur = out[d]
-            out[d] = float(sc) if cur is None else max(cur, float(sc))
-    return out
+            by_doc.setdefault(di, []).append(j)
+    return by_doc
 
 
-_WARNED: set[str] = set()
-
-
-def _warn_once(msg: str) -> None:
-    if msg not in _WARNED:
-        _WARNED.add(msg)
-        logger.warning(msg)
+def _result(
+    cands: Candidates,
+    scores: np.ndarray,
+    n_tok: Sequence[int],
+    kept: Sequence[bool],
+    order: Sequence[int],
+    text: str,
+    stats: Stats,
+) -> CompressedContext:
+    """The typed result: every sentence with provenance, kept documents in output order."""
+    scored = tuple(
+        ScoredSentence(s.doc_id, s.index, s.start, s.end, s.text, float(sc), int(nt), bool(k))
+        for s, sc, nt, k in zip(cands.sentences, scores, n_tok, kept, strict=True)
+    )
+    by_doc = _group(cands, kept)
+    out_docs = []
+    for i in order:
+        if i not in by_doc:  # every sentence of it was dropped by the exact fit
+            continue
+        d = cands.docs[i]
+        score = max(float(scores[j]) for j in by_doc[i])
+        out_docs.append(
+            CompressedDocument(
+                id=d.id,
+                text=doc_text(d, [cands.sentences[j] for j in by_doc[i]]),
+                metadata={**d.metadata, "ctxcomp_score": score},
+                score=score,
+                sentences=tuple(scored[j] for j in by_doc[i]),
+            )
+        )
+    return CompressedContext(text=text, documents=tuple(out_docs), sentences=scored, stats=stats)
 
 
 @functools.lru_cache(maxsize=4)

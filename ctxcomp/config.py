@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ctxcomp.errors import ConfigError
+from ctxcomp.registry import REORDERERS, SCORERS
 
 #: The proxy used when none is given: an offline preset, so the default needs no network. Chosen
 #: by benchmarks/quality.py (eval split, 100 questions, 20 documents): with their trained probes the
@@ -24,8 +25,10 @@ DEFAULT_PROXY = "gemma-3-270m"
 #: The keep ratio used when neither ``budget`` nor ``ratio`` is passed.
 DEFAULT_RATIO = 0.25
 
-ScorerName = Literal["auto", "attention", "focus", "probe"]
-ReorderName = Literal["none", "u_shape", "attnrank", "attention_sort", "found_in_middle"]
+#: A scorer name: ``"auto"`` or a name registered in :data:`ctxcomp.registry.SCORERS`.
+ScorerName = str
+#: A reorder strategy name registered in :data:`ctxcomp.registry.REORDERERS`.
+ReorderName = str
 
 
 class CompressionConfig(BaseModel):
@@ -50,8 +53,9 @@ class CompressionConfig(BaseModel):
 
     scorer: ScorerName = "auto"
     """``attention`` (Sentinel-style query-to-context attention), ``focus`` (AttentionRAG answer-hint
-    focus token), ``probe`` (a trained probe; needs one for the proxy) or ``auto`` (``probe`` when one
-    ships for the proxy, else ``attention``)."""
+    focus token), ``probe`` (a trained probe; needs one for the proxy), ``auto`` (``probe`` when one
+    ships for the proxy, else ``attention``) or any name added with
+    :func:`ctxcomp.compressors.scorers.register_scorer`."""
 
     probe_path: str | None = None
     """A trained probe JSON (from ``ctxcomp train-probe``) for ``scorer="probe"``/``"auto"``. ``None``
@@ -89,7 +93,8 @@ class CompressionConfig(BaseModel):
     retrieval order; ``u_shape`` puts the best documents at both ends (ranks 1,3,5,... first, ...,4,2
     last); ``attnrank`` puts the rank-i document in the reader's i-th most attended slot (measured
     position profile); ``attention_sort`` sorts by the reader's attention, most attended last, twice;
-    ``found_in_middle`` sorts by attention minus a dummy-document positional baseline, best last.
+    ``found_in_middle`` sorts by attention minus a dummy-document positional baseline, best last;
+    or any name added with :func:`ctxcomp.compressors.reorder.register_reorderer`.
     See ``ctxcomp.compressors.reorder``."""
 
     reader_model: str | None = None
@@ -113,6 +118,20 @@ class CompressionConfig(BaseModel):
     def _path_to_str(cls, v: Any) -> Any:
         # Model specs and file fields are strings in the frozen (hashable) config; accept any os.PathLike.
         return os.fspath(v) if isinstance(v, os.PathLike) else v
+
+    @field_validator("scorer")
+    @classmethod
+    def _known_scorer(cls, v: str) -> str:
+        if v != "auto" and v not in SCORERS:
+            raise ValueError(f"unknown scorer {v!r}; use one of {['auto', *SCORERS.names()]}")
+        return v
+
+    @field_validator("reorder")
+    @classmethod
+    def _known_reorder(cls, v: str) -> str:
+        if v not in REORDERERS:
+            raise ValueError(f"unknown reorder strategy {v!r}; use one of {REORDERERS.names()}")
+        return v
 
     @field_validator("probe_layers")
     @classmethod

@@ -118,6 +118,59 @@ class Sentence:
     text: str
 
 
+@dataclass
+class Candidates:
+    """The documents of one call and their sentences: what the scorer ranks and the pruner keeps.
+
+    Token counts of the sentences are memoised per counter (:meth:`token_counts`), so the proxy's
+    window packing and the reader's budget share one count when they use the same tokenizer.
+
+    Attributes:
+        docs: The documents, in input order.
+        sentences: Every sentence, grouped by document in source order.
+        doc_of: ``[S]`` index into ``docs`` of each sentence's document.
+
+    Example:
+        >>> from ctxcomp.text.split import split_documents
+        >>> c = split_documents([Document("a", "One. Two."), Document("b", "Three.")])
+        >>> c.doc_of, c.doc_sizes
+        ([0, 0, 1], [2, 1])
+    """
+
+    docs: list[Document]
+    sentences: list[Sentence]
+    doc_of: list[int]
+    _counts: dict[int, list[int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def texts(self) -> list[str]:
+        """Sentence texts, ``[S]``."""
+        return [s.text for s in self.sentences]
+
+    @property
+    def doc_sizes(self) -> list[int]:
+        """Number of sentences of each document."""
+        sizes = [0] * len(self.docs)
+        for d in self.doc_of:
+            sizes[d] += 1
+        return sizes
+
+    def token_counts(self, counter: Any) -> list[int]:
+        """Tokens of each sentence under ``counter`` (a :class:`~ctxcomp.text.tokens.TokenCounter`),
+        counted once per counter.
+
+        Args:
+            counter: Anything with ``count_many(texts) -> list[int]``.
+
+        Returns:
+            ``[S]`` counts.
+        """
+        key = id(counter)
+        if key not in self._counts:
+            self._counts[key] = list(counter.count_many(self.texts))
+        return self._counts[key]
+
+
 @dataclass(frozen=True)
 class ScoredSentence:
     """A sentence with its relevance score and whether it was kept.

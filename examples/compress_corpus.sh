@@ -10,7 +10,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 IN="$HERE/sample_corpus.jsonl"
 OUT="${1:-${TMPDIR:-/tmp}/ctxcomp-sample.out.jsonl}"
 PY="${PYTHON:-python3}"
-if command -v ctxcomp >/dev/null 2>&1; then CLI=(ctxcomp); else CLI=("$PY" -m ctxcomp.integrations.cli); fi
+if command -v ctxcomp >/dev/null 2>&1; then CLI=(ctxcomp); else CLI=("$PY" -m ctxcomp); fi
 PROXY_ARGS=()
 if [[ -n "${CTXCOMP_PROXY:-}" ]]; then PROXY_ARGS=(--proxy "$CTXCOMP_PROXY" --scorer attention); fi
 

@@ -33,6 +33,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from ctxcomp.compressors.probe import ProbeFeatures
+from ctxcomp.types import Candidates
 
 FAMILIES = ("attention", "doc_attention", "embedding", "bm25", "position")
 DocVectors = Literal["mean", "embed"]
@@ -104,6 +105,32 @@ class SentenceContext:
     index_in_doc: Sequence[int]
     doc_sizes: Sequence[int]
     doc_texts: Sequence[str]
+
+    @classmethod
+    def of(cls, query: str, cands: Candidates) -> SentenceContext:
+        """The context of one call's candidates.
+
+        Args:
+            query: The question.
+            cands: The split documents.
+
+        Returns:
+            The sentence context.
+
+        Example:
+            >>> from ctxcomp.text.split import split_documents
+            >>> from ctxcomp.types import Document
+            >>> SentenceContext.of("q", split_documents([Document("a", "Ann ran. Bob sat.")])).index_in_doc
+            [0, 1]
+        """
+        return cls(
+            query,
+            cands.texts,
+            list(cands.doc_of),
+            [s.index for s in cands.sentences],
+            cands.doc_sizes,
+            [d.text for d in cands.docs],
+        )
 
 
 def feature_names(

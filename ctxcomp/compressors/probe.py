@@ -1,11 +1,10 @@
-"""The attention probe: one prefill of the proxy, reading what its last positions attend to.
+"""Sentence features from the proxy's attention: prompts, windows and the :class:`Prober`.
 
-A custom attention function, registered with transformers' ``AttentionInterface`` (and the
-matching mask function with ``AttentionMaskInterface``), delegates the model's own attention to
-the stock SDPA / flash-attention function, and on the probe layers also hands the post-RoPE
-queries of the probe rows and the layer's keys to :func:`ctxcomp.kernels.probe_attention`. The
-forward pass raises a private exception right after the deepest probe layer, so deeper layers
-and the LM head never run.
+The sentences of one call are laid out as ``[documents ; question]`` prompts (:class:`PromptTemplate`),
+packed into windows of whole documents that fit the proxy (:func:`pack_windows`), and read with
+one truncated, probed prefill per window (:meth:`ctxcomp.models.probed.ProbedLM.prefill`). The
+:class:`Prober` merges the windows into one :class:`ProbeFeatures` per call, so scores stay
+comparable across windows.
 
 Example:
     >>> from ctxcomp.compressors.probe import PromptTemplate
@@ -15,20 +14,14 @@ Example:
 
 from __future__ import annotations
 
-import contextvars
-import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from ctxcomp.types import Document, Sentence
-
-if TYPE_CHECKING:
-    import torch
-
-ATTN_PREFIX = "ctxcomp_"
+from ctxcomp.models.probed import ProbedLM, SegmentedPrompt
+from ctxcomp.types import Candidates, Document, Sentence
 
 
 @dataclass(frozen=True)
@@ -114,141 +107,6 @@ class ProbeFeatures:
         return out
 
 
-class _StopForward(Exception):
-    """Raised after the deepest probe layer to end the forward pass early."""
-
-
-@dataclass
-class _Request:
-    layers: frozenset[int]
-    deepest: int
-    q_pos: torch.Tensor  # [M]
-    seg_ids: torch.Tensor  # [N]
-    num_segments: int
-    backend: str
-    out: dict[int, torch.Tensor] = field(default_factory=dict)
-    # (layer, q [HQ, M, D], k [HKV, N, D], scale, window, softcap), reduced in one batch at the end
-    pending: list[tuple[int, torch.Tensor, torch.Tensor, float, int | None, float | None]] = field(
-        default_factory=list
-    )
-
-
-# Largest [heads, M, N] probability block one batched reduction may cover (the torch reference
-# materialises it in fp32): 2^26 elements = 256 MiB.
-_BATCH_ELEMENTS = 1 << 26
-# Keys held for the batched reduction are flushed early past this many bytes (long contexts read
-# at many layers, e.g. a reader's full-depth attention for reordering).
-_PENDING_BYTES = 1 << 28
-
-
-def _flush(req: _Request) -> None:
-    """Reduce every pending probe layer, batching layers as extra heads.
-
-    Stacking L layers' queries ``[L*HQ, M, D]`` and keys ``[L*HKV, N, D]`` keeps the GQA mapping
-    (query head ``l*HQ + h`` reads kv head ``l*HKV + h // group``), so one kernel launch serves
-    all layers that share scale, window and soft-cap: launch overhead is paid once per prefill
-    instead of once per layer.
-    """
-    import torch
-
-    from ctxcomp.kernels import probe_attention
-
-    groups: dict[tuple[float, int | None, float | None, torch.dtype, tuple[int, ...]], list[int]] = {}
-    for i, (_, q, k, scale, window, softcap) in enumerate(req.pending):
-        groups.setdefault((scale, window, softcap, k.dtype, tuple(q.shape) + tuple(k.shape)), []).append(i)
-    for (scale, window, softcap, _, _), idx in groups.items():
-        _, q0, k0, *_ = req.pending[idx[0]]
-        hq, m, _ = q0.shape
-        n = k0.shape[1]
-        per_batch = max(1, _BATCH_ELEMENTS // max(hq * m * n, 1))
-        for a in range(0, len(idx), per_batch):
-            chunk = [req.pending[i] for i in idx[a : a + per_batch]]
-            qs = torch.cat([c[1] for c in chunk]) if len(chunk) > 1 else chunk[0][1]  # [L*HQ, M, D]
-            ks = torch.cat([c[2] for c in chunk]) if len(chunk) > 1 else chunk[0][2]  # [L*HKV, N, D]
-            out = probe_attention(
-                qs,
-                ks,
-                req.seg_ids,
-                req.num_segments,
-                scale=scale,
-                q_pos=req.q_pos,
-                window=window,
-                softcap=softcap,
-                backend=req.backend,  # type: ignore[arg-type]
-            )  # [L*HQ, S]
-            for j, c in enumerate(chunk):
-                req.out[c[0]] = out[j * hq : (j + 1) * hq]
-    req.pending.clear()
-
-
-_REQUEST: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("ctxcomp_probe", default=None)
-_REGISTER_LOCK = threading.Lock()
-_REGISTERED: set[str] = set()
-
-
-def register_attention(base: str) -> str:
-    """Register the probing twin of a stock attention implementation and its mask function.
-
-    Args:
-        base: ``"sdpa"`` or ``"flash_attention_2"`` (any name in ``ALL_ATTENTION_FUNCTIONS``).
-
-    Returns:
-        The registered name, ``"ctxcomp_" + base``, to pass as ``attn_implementation``.
-
-    Example:
-        >>> register_attention("sdpa")  # doctest: +SKIP
-        'ctxcomp_sdpa'
-    """
-    name = ATTN_PREFIX + base
-    with _REGISTER_LOCK:
-        if name in _REGISTERED:
-            return name
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-        stock = ALL_ATTENTION_FUNCTIONS[base]
-
-        def probing_attention(
-            module: Any,
-            query: torch.Tensor,  # [B, HQ, T, D]
-            key: torch.Tensor,  # [B, HKV, T, D]
-            value: torch.Tensor,  # [B, HKV, T, D]
-            attention_mask: torch.Tensor | None,
-            scaling: float | None = None,
-            dropout: float = 0.0,
-            **kwargs: Any,
-        ) -> Any:
-            req = _REQUEST.get()
-            if req is not None and module.layer_idx in req.layers:
-                if query.shape[0] != 1:
-                    raise RuntimeError("the ctxcomp probe runs one prompt per prefill (batch size 1)")
-                scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-                req.pending.append(
-                    (
-                        module.layer_idx,
-                        query[0][:, req.q_pos],  # [HQ, M, D]
-                        key[0],  # [HKV, N, D]
-                        float(scale),
-                        kwargs.get("sliding_window"),
-                        kwargs.get("softcap"),
-                    )
-                )
-                held = sum(k.numel() * k.element_size() for _, _, k, *_ in req.pending)
-                if module.layer_idx == req.deepest or held > _PENDING_BYTES:
-                    _flush(req)
-                if module.layer_idx == req.deepest:
-                    raise _StopForward
-            return stock(
-                module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-            )
-
-        AttentionInterface.register(name, probing_attention)
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
-        _REGISTERED.add(name)
-    return name
-
-
 def build_prompt(
     query: str, units: Sequence[Unit], docs: Sequence[Document], template: PromptTemplate, *, focus: bool
 ) -> tuple[str, np.ndarray]:
@@ -283,86 +141,144 @@ def build_prompt(
         pos += len(template.doc_sep)
     parts.append(template.tail(query, focus=focus))
     prompt = "".join(parts)
-    char_seg = np.full(len(prompt), -1, dtype=np.int64)
+    char_seg = np.full(len(prompt), -1, dtype=np.int64)  # [C]
     for a, b, g in spans:
         char_seg[a:b] = g
     return prompt, char_seg
 
 
-def token_segments(offsets: Sequence[tuple[int, int]], char_seg: np.ndarray) -> np.ndarray:
-    """Assign each token to the sentence holding its last character (or -1).
+def pack_windows(
+    cands: Candidates, n_tokens: Sequence[int], cap: int, *, header_tokens: int = 6
+) -> list[list[Unit]]:
+    """Pack whole documents (or sentence runs of over-long ones) into windows of at most ``cap`` tokens.
 
     Args:
-        offsets: ``(start, end)`` char offsets of each token.
-        char_seg: Output of :func:`build_prompt`.
+        cands: The call's documents and sentences.
+        n_tokens: ``[S]`` proxy tokens of each sentence.
+        cap: Token budget of one window's context (the prompt's head and question excluded).
+        header_tokens: Tokens charged for each unit's header and separator.
 
     Returns:
-        ``[N]`` int64 segment ids.
+        Windows in document order, each a list of units.
 
     Example:
-        >>> token_segments([(0, 2), (2, 3), (3, 3)], np.array([-1, 0, 0]))
-        array([ 0,  0, -1])
+        >>> from ctxcomp.text.split import split_documents
+        >>> c = split_documents([Document("a", "One. Two."), Document("b", "Three.")])
+        >>> [[u.doc_index for u in w] for w in pack_windows(c, [5, 5, 5], 14, header_tokens=1)]
+        [[0], [1]]
     """
-    ends = np.fromiter((e for _, e in offsets), dtype=np.int64, count=len(offsets))  # [N]
-    starts = np.fromiter((s for s, _ in offsets), dtype=np.int64, count=len(offsets))  # [N]
-    seg = np.full(len(offsets), -1, dtype=np.int64)
-    ok = ends > starts
-    seg[ok] = char_seg[ends[ok] - 1]
-    return seg
+    units: list[tuple[Unit, int]] = []
+    i = 0
+    s_total = len(cands.sentences)
+    while i < s_total:
+        d = cands.doc_of[i]
+        run: list[Sentence] = []
+        cost = header_tokens
+        first = i
+        while i < s_total and cands.doc_of[i] == d:
+            c = n_tokens[i] + 1
+            if run and cost + c > cap:
+                break
+            run.append(cands.sentences[i])
+            cost += c
+            i += 1
+        units.append((Unit(d, first, tuple(run)), cost))
+    windows: list[list[Unit]] = []
+    cur: list[Unit] = []
+    used = 0
+    for unit, cost in units:
+        if cur and used + cost > cap:
+            windows.append(cur)
+            cur, used = [], 0
+        cur.append(unit)
+        used += cost
+    if cur:
+        windows.append(cur)
+    return windows
 
 
-def run_probe(
-    model: Any,
-    input_ids: torch.Tensor,
-    seg_ids: np.ndarray,
-    num_segments: int,
-    *,
-    layers: Sequence[int],
-    m: int,
-    backend: str,
-) -> dict[int, np.ndarray]:
-    """One truncated prefill returning ``{layer: [HQ, S] attention mass}``.
+class Prober:
+    """Reads the proxy's attention to every sentence of one call, window by window.
 
     Args:
-        model: A causal LM loaded with a ``ctxcomp_*`` attention implementation.
-        input_ids: ``[1, N]`` prompt ids on the model's device.
-        seg_ids: ``[N]`` segment id per token (-1 outside the context).
-        num_segments: Number of segments.
-        layers: Probe layers (non-negative).
-        m: Number of trailing probe rows.
-        backend: Kernel backend name.
+        lm: The proxy model holder.
+        cands: The call's documents and sentences.
+        template: Prompt layout.
+        max_tokens: Longest prompt given to the proxy in one prefill.
 
-    Returns:
-        Attention mass per probe layer.
+    Attributes:
+        n_prefills: Prefills run so far.
+        seconds: Wall time spent in them.
+
+    Example:
+        >>> prober = Prober(ProbedLM("gemma-3-270m"), cands, PromptTemplate(), 8192)  # doctest: +SKIP
+        >>> prober.features("Who?", layers=(5, 11), m=1).lift().shape  # doctest: +SKIP
+        (2, 4, 7)
     """
-    import torch
 
-    n = int(input_ids.shape[1])
-    m = min(m, n)
-    device = input_ids.device
-    req = _Request(
-        layers=frozenset(layers),
-        deepest=max(layers),
-        q_pos=torch.arange(n - m, n, device=device),  # [M]
-        seg_ids=torch.from_numpy(seg_ids).to(device),  # [N]
-        num_segments=num_segments,
-        backend=backend,
-    )
-    token = _REQUEST.set(req)
-    try:
-        with torch.inference_mode():
-            backbone = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
-            backbone(input_ids=input_ids, use_cache=False)
-    except _StopForward:
-        pass
-    finally:
-        _REQUEST.reset(token)
-    if req.pending:  # the deepest layer was not reached (the forward ended or failed first)
-        _flush(req)
-    missing = set(layers) - set(req.out)
-    if missing:
-        raise RuntimeError(
-            f"probe layers {sorted(missing)} were not reached; the model's attention does not go through "
-            "transformers' AttentionInterface"
-        )
-    return {li: t.detach().float().cpu().numpy() for li, t in req.out.items()}
+    def __init__(self, lm: ProbedLM, cands: Candidates, template: PromptTemplate, max_tokens: int) -> None:
+        self.lm = lm
+        self.cands = cands
+        self.template = template
+        self.max_tokens = max_tokens
+        self.n_prefills = 0
+        self.seconds = 0.0
+
+    def windows(self, query: str, *, focus: bool = False) -> list[list[Unit]]:
+        """The windows the prompts of ``query`` are built from.
+
+        Args:
+            query: The question.
+            focus: Whether the answer-hint tail is used (it takes room).
+
+        Returns:
+            The windows.
+        """
+        counter = self.lm.counter
+        overhead = counter.count(self.template.head + self.template.tail(query, focus=focus)) + 8
+        cap = max(32, self.max_tokens - overhead)
+        return pack_windows(self.cands, self.cands.token_counts(counter), cap)
+
+    def features(
+        self, query: str, *, layers: Sequence[int], m: int = 1, focus: bool = False
+    ) -> ProbeFeatures:
+        """Attention features of every sentence for ``query`` (one prefill per window).
+
+        Each window's masses are weighted by its share of all context tokens, so every
+        ``(layer, head)`` sums to 1 over all sentences of the call.
+
+        Args:
+            query: The question.
+            layers: Probe layers (non-negative).
+            m: Trailing positions that read the context.
+            focus: End the prompt with the answer hint and read from its last token.
+
+        Returns:
+            The features (``n_windows`` = prefills run for them).
+        """
+        s_total = len(self.cands.sentences)
+        windows = self.windows(query, focus=focus)
+        prompts = []
+        for units in windows:
+            text, char_seg = build_prompt(query, units, self.cands.docs, self.template, focus=focus)
+            base = units[0].first
+            local = np.where(char_seg >= 0, char_seg - base, -1)  # [C]
+            n_local = units[-1].first + len(units[-1].sentences) - base
+            prompts.append(SegmentedPrompt(text, local, n_local))
+        t = time.perf_counter()
+        results = self.lm.prefill(prompts, layers=layers, m=m)
+        self.seconds += time.perf_counter() - t
+        self.n_prefills += len(results)
+        n_tokens = np.zeros(s_total, dtype=np.int64)  # [S]
+        n_ctx = 0
+        for units, res in zip(windows, results, strict=True):
+            base = units[0].first
+            n_tokens[base : base + len(res.segment_tokens)] = res.segment_tokens
+            n_ctx += int(res.segment_tokens.sum())
+        first = results[0].mass
+        full = np.zeros((first.shape[0], first.shape[1], s_total), dtype=np.float32)  # [L, H, S]
+        for units, res in zip(windows, results, strict=True):
+            base = units[0].first
+            n_w = int(res.segment_tokens.sum())
+            full[:, :, base : base + res.mass.shape[2]] = res.mass * (n_w / max(n_ctx, 1))
+        return ProbeFeatures(full, n_tokens, tuple(layers), len(windows), n_ctx)

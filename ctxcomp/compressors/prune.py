@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 import numpy as np
 
@@ -209,7 +208,30 @@ class DocCounts:
         return total + self.separator * max(len(by_doc) - 1, 0)
 
 
-T = TypeVar("T")
+def doc_scores(
+    n_docs: int, doc_of: Sequence[int], scores: np.ndarray, kept: Sequence[bool]
+) -> list[float | None]:
+    """Best kept-sentence score per document, ``None`` for documents with nothing kept.
+
+    Args:
+        n_docs: Number of documents.
+        doc_of: ``[S]`` document index of each sentence.
+        scores: ``[S]`` scores.
+        kept: ``[S]`` keep flags.
+
+    Returns:
+        One score (or ``None``) per document.
+
+    Example:
+        >>> doc_scores(2, [0, 0, 1], np.array([0.2, 0.7, 0.1]), [True, True, False])
+        [0.7, None]
+    """
+    out: list[float | None] = [None] * n_docs
+    for d, sc, k in zip(doc_of, scores, kept, strict=True):
+        if k:
+            cur = out[d]
+            out[d] = float(sc) if cur is None else max(cur, float(sc))
+    return out
 
 
 def fit_exactly(
@@ -217,29 +239,29 @@ def fit_exactly(
     scores: np.ndarray,
     budget: int,
     *,
-    render: Callable[[list[bool]], tuple[str, T]],
+    render: Callable[[list[bool]], str],
     count: Callable[[str], int],
-) -> tuple[list[bool], str, int, T]:
+) -> tuple[list[bool], str, int]:
     """Enforce the budget on the final text: drop the lowest-scoring kept sentence until it fits.
 
     Args:
         kept: Keep flags from :func:`select` (not modified).
         scores: ``[S]`` scores.
         budget: Maximum tokens.
-        render: Builds the final text (and any by-product, e.g. the document order) from flags.
+        render: Builds the final text from flags (documents already placed; only sentences drop).
         count: Exact token count of a string.
 
     Returns:
-        ``(kept, text, tokens, by-product)`` of the final text; ``tokens <= budget``.
+        ``(kept, text, tokens)`` of the final text; ``tokens <= budget``.
 
     Example:
-        >>> render = lambda k: (" ".join(w for w, f in zip("a b c".split(), k) if f), None)
+        >>> render = lambda k: " ".join(w for w, f in zip("a b c".split(), k) if f)
         >>> words = lambda t: len(t.split())
-        >>> fit_exactly([True] * 3, np.array([3.0, 1.0, 2.0]), 2, render=render, count=words)[:3]
+        >>> fit_exactly([True] * 3, np.array([3.0, 1.0, 2.0]), 2, render=render, count=words)
         ([True, False, True], 'a c', 2)
     """
     kept = list(kept)
-    text, extra = render(kept)
+    text = render(kept)
     n = count(text)
     while n > budget:
         live = [i for i, k in enumerate(kept) if k]
@@ -247,6 +269,6 @@ def fit_exactly(
             break
         worst = min(live, key=lambda i: (float(scores[i]), -i))
         kept[worst] = False
-        text, extra = render(kept)
+        text = render(kept)
         n = count(text)
-    return kept, text, n, extra
+    return kept, text, n

@@ -1,7 +1,8 @@
 """Document placement after pruning: put the kept documents where the reader looks.
 
 Reordering moves whole documents; the kept sentences inside a document keep their source order.
-Strategies, by name (:data:`REORDERERS`, extensible with :func:`register_reorderer`):
+Strategies, by name (:data:`ctxcomp.registry.REORDERERS`, extensible with :func:`register_reorderer`;
+each says whether it needs a reader model):
 
 ``none``
     Keep retrieval order.
@@ -11,7 +12,7 @@ Strategies, by name (:data:`REORDERERS`, extensible with :func:`register_reorder
     (ties keep input order); needs no model.
 ``attnrank``
     The document of relevance rank ``i`` goes to the ``i``-th most attended slot of the reader's
-    measured :class:`~ctxcomp.compressors.position.PositionProfile` (interpolated to the number
+    measured :class:`~ctxcomp.compressors.profile.PositionProfile` (interpolated to the number
     of kept documents). Needs a profile: the one shipped for the reader, or one written by
     ``ctxcomp calibrate``. No prefill.
 ``attention_sort``
@@ -21,7 +22,7 @@ Strategies, by name (:data:`REORDERERS`, extensible with :func:`register_reorder
 ``found_in_middle``
     Found-in-the-middle calibration (Hsieh et al., 2024): relevance = the reader's attention to a
     document minus the attention a content-free dummy document of the same length gets at the
-    same slot (:func:`~ctxcomp.compressors.position.calibrated_scores`); documents sorted by it with
+    same slot (:func:`~ctxcomp.compressors.reader.calibrated_scores`); documents sorted by it with
     the best LAST, as in attention sorting. Two prefills.
 
 Example:
@@ -34,17 +35,16 @@ Example:
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ctxcomp.compressors.position import PositionProfile, Reader, calibrated_scores, resolve_profile
+from ctxcomp.compressors.profile import PositionProfile, resolve_profile
+from ctxcomp.compressors.reader import Reader, calibrated_scores
 from ctxcomp.errors import ConfigError
+from ctxcomp.registry import REORDERERS
 
 
 def rank_order(scores: Sequence[float]) -> list[int]:
@@ -217,6 +217,22 @@ class ReorderRequest:
 Reorderer = Callable[[ReorderRequest], list[int]]
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """A named reordering strategy.
+
+    Attributes:
+        fn: From a :class:`ReorderRequest` to a permutation of ``range(len(scores))``.
+        needs_reader: Whether it runs the reader model (a prefill; callers pass ``reader=``).
+    """
+
+    fn: Reorderer
+    needs_reader: bool = False
+
+    def __call__(self, req: ReorderRequest) -> list[int]:
+        return self.fn(req)
+
+
 def _attnrank(req: ReorderRequest) -> list[int]:
     if len(req.scores) <= 1:
         return list(range(len(req.scores)))
@@ -250,28 +266,52 @@ def _found_in_middle(req: ReorderRequest) -> list[int]:
     return found_in_middle(query, docs, req.get_reader("found_in_middle"))
 
 
-REORDERERS: dict[str, Reorderer] = {
-    "none": lambda req: list(range(len(req.scores))),
-    "u_shape": lambda req: u_shape(req.scores),
-    "attnrank": _attnrank,
-    "attention_sort": _attention_sort,
-    "found_in_middle": _found_in_middle,
-}
+# The built-in strategies, registered lazily by name in ctxcomp.registry.REORDERERS.
+NONE = Strategy(lambda req: list(range(len(req.scores))))
+U_SHAPE = Strategy(lambda req: u_shape(req.scores))
+# attnrank reads only the reader's identity (to find its profile), never runs it.
+ATTNRANK = Strategy(_attnrank)
+ATTENTION_SORT = Strategy(_attention_sort, needs_reader=True)
+FOUND_IN_MIDDLE = Strategy(_found_in_middle, needs_reader=True)
 
 
-def register_reorderer(name: str, fn: Reorderer) -> None:
-    """Add (or replace) a named reordering strategy.
+def strategy(name: str) -> Strategy:
+    """The strategy registered as ``name``.
+
+    Args:
+        name: A registered name.
+
+    Returns:
+        The strategy.
+
+    Raises:
+        ConfigError: Unknown name (the message lists the known ones).
+
+    Example:
+        >>> strategy("attention_sort").needs_reader
+        True
+    """
+    return _as_strategy(REORDERERS.get(name))
+
+
+def _as_strategy(obj: Strategy | Reorderer) -> Strategy:
+    return obj if isinstance(obj, Strategy) else Strategy(obj)
+
+
+def register_reorderer(name: str, fn: Reorderer, *, needs_reader: bool = False) -> None:
+    """Add (or replace) a named reordering strategy; ``CompressionConfig(reorder=name)`` then accepts it.
 
     Args:
         name: Strategy name.
         fn: Function from a :class:`ReorderRequest` to a permutation of ``range(len(scores))``.
+        needs_reader: Whether it runs the reader model (then it gets ``req.reader``).
 
     Example:
         >>> register_reorderer("reverse", lambda req: list(range(len(req.scores)))[::-1])
         >>> reorder("reverse", [1.0, 2.0])
         [1, 0]
     """
-    REORDERERS[name] = fn
+    REORDERERS.register(name, Strategy(fn, needs_reader))
 
 
 def reorder(
@@ -288,8 +328,8 @@ def reorder(
     """Order documents by a named strategy.
 
     Args:
-        name: A key of :data:`REORDERERS` (``none``, ``u_shape``, ``attnrank``, ``attention_sort``,
-            ``found_in_middle``).
+        name: A registered strategy (``none``, ``u_shape``, ``attnrank``, ``attention_sort``,
+            ``found_in_middle``, or one added with :func:`register_reorderer`).
         scores: Relevance score per document (input order).
         query: The question (attention-based strategies).
         docs: Document texts (attention-based strategies).
@@ -309,13 +349,7 @@ def reorder(
         >>> reorder("u_shape", [0.9, 0.8, 0.7])
         [0, 2, 1]
     """
-    fn = REORDERERS.get(name)
-    if fn is None:
-        raise ConfigError(
-            "CompressionConfig.reorder",
-            f"unknown reorder strategy {name!r}",
-            f"use one of {sorted(REORDERERS)}",
-        )
+    fn = strategy(name)
     req = ReorderRequest(list(scores), query, docs, reader, profile, force, rounds)
     order = fn(req)
     if sorted(order) != list(range(len(req.scores))):
@@ -323,86 +357,21 @@ def reorder(
     return order
 
 
-# ----------------------------------------------------------------------------------------- Compressor glue
-_READERS: weakref.WeakKeyDictionary[Any, Reader] = weakref.WeakKeyDictionary()
-_READERS_LOCK = threading.Lock()
-
-
-def reader_for(compressor: Any) -> Reader:
-    """The reader of a :class:`~ctxcomp.Compressor`, created once per compressor.
-
-    With ``reader_model`` unset or equal to ``proxy_model`` the proxy model already loaded by the
-    compressor is reused (never loaded twice); otherwise the reader loads on first use.
-
-    Args:
-        compressor: A loaded compressor.
-
-    Returns:
-        The reader.
-
-    Example:
-        >>> reader_for(Compressor().load()).model_id  # doctest: +SKIP
-        'qwen2.5-coder-0.5b-instruct'
-    """
-    with _READERS_LOCK:
-        r = _READERS.get(compressor)
-        if r is None:
-            cfg = compressor.config
-            if cfg.reader_model is None or cfg.reader_model == cfg.proxy_model:
-                compressor.load()
-                r = Reader(
-                    cfg.proxy_model,
-                    model=compressor._model,
-                    tokenizer=compressor._proxy_tokenizer,
-                    source=compressor._source,
-                    backend=cfg.kernel_backend,
-                    lock=compressor._lock,
-                )
-            else:
-                r = Reader(cfg.reader_model, device=compressor._device, backend=cfg.kernel_backend)
-            _READERS[compressor] = r
-    return r
-
-
-def reorder_for(compressor: Any, query: str, docs: Sequence[str], scores: Sequence[float]) -> list[int]:
-    """Apply the compressor's configured strategy to its kept documents.
-
-    Args:
-        compressor: The :class:`~ctxcomp.Compressor` (its config picks strategy, reader and profile).
-        query: The question.
-        docs: Kept text of each kept document (what the reader will see).
-        scores: Relevance of each kept document.
-
-    Returns:
-        Indices into ``docs`` in output order.
-
-    Example:
-        >>> reorder_for(comp, "Who?", ["Ann did it.", "Rain."], [0.9, 0.1])  # doctest: +SKIP
-        [1, 0]
-    """
-    cfg = compressor.config
-    return reorder(
-        cfg.reorder,
-        scores,
-        query=query,
-        docs=docs,
-        reader=lambda: reader_for(compressor),
-        profile=cfg.position_profile,
-        force=cfg.force_position_profile,
-    )
-
-
 __all__ = [
-    "REORDERERS",
+    "ATTENTION_SORT",
+    "ATTNRANK",
+    "FOUND_IN_MIDDLE",
+    "NONE",
+    "U_SHAPE",
     "ReorderRequest",
     "Reorderer",
+    "Strategy",
     "attention_sort",
     "attnrank",
     "found_in_middle",
     "rank_order",
-    "reader_for",
     "register_reorderer",
     "reorder",
-    "reorder_for",
+    "strategy",
     "u_shape",
 ]

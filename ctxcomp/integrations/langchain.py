@@ -48,8 +48,9 @@ except ImportError as _err:  # pragma: no cover - exercised only without the ext
     raise MissingDependencyError("langchain_core", "langchain", "ctxcomp.integrations.langchain") from _err
 
 from ctxcomp.api import Compressor, check_query, resolve_budget
-from ctxcomp.compressors.reorder import reorder
+from ctxcomp.compressors.reorder import reorder, strategy
 from ctxcomp.config import CompressionConfig
+from ctxcomp.registry import REORDERERS
 from ctxcomp.types import CompressedContext, Document
 
 #: Metadata key of the document score added by :class:`CtxcompCompressor`.
@@ -246,10 +247,6 @@ def _scores(documents: Sequence[LCDocument], score_key: str) -> list[float]:
     return [float(len(documents) - i) for i in range(len(documents))]
 
 
-#: Strategies that need nothing but the scores (run inline, also on the async path).
-_SCORE_ONLY = frozenset({"none", "u_shape"})
-
-
 class CtxcompReorder(BaseDocumentTransformer, BaseModel):
     """Reorder documents against the reader's position bias, without compressing them.
 
@@ -288,17 +285,8 @@ class CtxcompReorder(BaseDocumentTransformer, BaseModel):
     @field_validator("strategy")
     @classmethod
     def _known(cls, v: str) -> str:
-        from ctxcomp.compressors import reorder as strategies
-
-        registry = getattr(strategies, "REORDERERS", None)
-        if registry is not None:
-            if v not in registry:
-                raise ValueError(f"unknown reorder strategy {v!r}; use one of {sorted(registry)}")
-            return v
-        try:
-            reorder(v, [])
-        except ValueError as err:
-            raise ValueError(f"{err}; use 'u_shape' or 'none'") from err
+        if v not in REORDERERS:
+            raise ValueError(f"unknown reorder strategy {v!r}; use one of {REORDERERS.names()}")
         return v
 
     def transform_documents(
@@ -324,8 +312,6 @@ class CtxcompReorder(BaseDocumentTransformer, BaseModel):
         """
         docs = list(documents)
         scores = _scores(docs, self.score_key)
-        if self.strategy in _SCORE_ONLY and not self.options:
-            return [docs[i] for i in reorder(self.strategy, scores)]
         extra: dict[str, Any] = {"docs": [d.page_content for d in docs], **self.options}
         if query is not None:
             extra["query"] = query
@@ -334,14 +320,14 @@ class CtxcompReorder(BaseDocumentTransformer, BaseModel):
     async def atransform_documents(
         self, documents: Sequence[LCDocument], query: str | None = None, **kwargs: Any
     ) -> Sequence[LCDocument]:
-        """Async :meth:`transform_documents`: inline for score-only strategies, else in a worker thread.
+        """Async :meth:`transform_documents`: inline unless the strategy runs a model (then in a thread).
 
         Example:
             >>> import asyncio
             >>> asyncio.run(CtxcompReorder().atransform_documents([]))
             []
         """
-        if self.strategy in _SCORE_ONLY and not self.options:
+        if not strategy(self.strategy).needs_reader:
             return self.transform_documents(documents, query, **kwargs)
         return await asyncio.to_thread(self.transform_documents, documents, query, **kwargs)
 

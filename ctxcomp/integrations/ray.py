@@ -37,7 +37,8 @@ from typing import Any
 from ctxcomp._deps import require
 from ctxcomp.config import CompressionConfig
 from ctxcomp.errors import ConfigError, InputError
-from ctxcomp.integrations.jsonl import Fields, Task, error_record, load_json, process
+from ctxcomp.integrations.jsonl import Task
+from ctxcomp.records import Fields, compress_record, error_record, load_json
 
 #: Bytes of raw records gathered on the driver before they are put into the object store.
 CHUNK_BYTES = 32 << 20
@@ -109,7 +110,7 @@ class CompressBatch:
                 return False, error_record(line, None, err)
         else:
             obj = {k: v for k, v in row.items() if k != self.line_field}
-        return process(self.compressor, line, obj, self.fields, self.budget, self.ratio)
+        return compress_record(self.compressor, line, obj, self.fields, self.budget, self.ratio)
 
 
 def compress_dataset(

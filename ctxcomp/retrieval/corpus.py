@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ctxcomp.errors import InputError
+from ctxcomp.records import load_json, parse_document
 from ctxcomp.retrieval.errors import CorpusError
 from ctxcomp.types import Document
 
@@ -42,33 +44,21 @@ def _problem(line: int, doc_id: str | None, reason: str) -> dict[str, Any]:
 
 
 def _parse_line(raw: str) -> tuple[Document | None, str | None, str | None]:
-    """(document, id if known, reason if invalid) for one non-blank line."""
+    """(document, id if known, reason if invalid) for one non-blank line (:mod:`ctxcomp.records` rules;
+    a corpus document needs an explicit id)."""
+    obj: Any = None
     try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as err:
-        return None, None, f"invalid JSON: {err.msg} (column {err.colno})"
-    if not isinstance(obj, dict):
-        return None, None, f"must be a JSON object, got {type(obj).__name__}"
-    doc_id = obj.get("id")
-    known_id = doc_id if isinstance(doc_id, str) else None
-    if "id" not in obj:
-        return None, None, "missing field 'id'"
-    if not isinstance(doc_id, str) or not doc_id:
-        return None, None, f"field 'id' must be a non-empty string, got {type(doc_id).__name__} {doc_id!r}"
-    if "text" not in obj:
-        return None, known_id, "missing field 'text'"
-    if not isinstance(obj["text"], str):
-        return None, known_id, f"field 'text' must be a string, got {type(obj['text']).__name__}"
-    meta = obj.get("metadata", {})
-    if meta is None:
-        meta = {}
-    if not isinstance(meta, dict):
-        return None, known_id, f"field 'metadata' must be an object, got {type(meta).__name__}"
-    extra = {k: v for k, v in obj.items() if k not in ("id", "text", "metadata")}
-    clash = sorted(set(extra) & set(meta))
-    if clash:
-        return None, known_id, f"field(s) {clash} appear both at top level and under 'metadata'"
-    return Document(id=doc_id, text=obj["text"], metadata={**meta, **extra}), doc_id, None
+        obj = load_json(raw, where="line")
+        return parse_document(obj, where="line", default_id=None), None, None
+    except InputError as err:
+        raw_id = obj.get("id") if isinstance(obj, dict) else None
+        known = (
+            str(raw_id)
+            if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) and raw_id != ""
+            else None
+        )
+        field = err.field.removeprefix("line").lstrip(".")
+        return None, known, f"field {field!r} {err.problem}" if field else f"line {err.problem}"
 
 
 def iter_corpus(path: str | os.PathLike[str]) -> Iterator[tuple[int, Document | None, dict[str, Any] | None]]:

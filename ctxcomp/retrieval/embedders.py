@@ -69,7 +69,23 @@ class Embedder(Protocol):
         ...
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
+def normalise_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalise each row of a matrix, as contiguous float32; all-zero rows stay zero.
+
+    Embedders use it on their output and :class:`~ctxcomp.retrieval.FaissIndex` on vectors it is
+    given, so that the inner product of two rows is their cosine similarity.
+
+    Args:
+        x: ``[n, d]`` array of any real dtype.
+
+    Returns:
+        A new float32 ``[n, d]`` C-contiguous array whose non-zero rows have unit length.
+
+    Example:
+        >>> import numpy as np
+        >>> normalise_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+        [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
     x = np.ascontiguousarray(x, dtype=np.float32)  # [n, d]
     norms = np.linalg.norm(x, axis=1, keepdims=True)  # [n, 1]
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)  # [n, d]
@@ -213,7 +229,7 @@ class SentenceTransformerEmbedder:
             normalize_embeddings=True,
             show_progress_bar=False,
         )  # [n, d]
-        return _normalise(np.asarray(vecs))  # [n, d]
+        return normalise_rows(np.asarray(vecs))  # [n, d]
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query.
@@ -302,7 +318,7 @@ class HashingEmbedder:
             for tok in [*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))]:
                 col, sign = self._bucket(tok)
                 out[row, col] += sign
-        return _normalise(out)  # [n, d]
+        return normalise_rows(out)  # [n, d]
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query: float32 ``[dim]``.
@@ -337,6 +353,26 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 
 _REGISTRY: dict[str, Callable[[], Embedder]] = {}
+
+
+def embed_query_batch(embedder: Embedder, queries: Sequence[str]) -> np.ndarray:
+    """Embed several queries: one ``embedder.embed_queries`` call if it has one, else ``embed_query`` each.
+
+    Args:
+        embedder: Any :class:`Embedder`.
+        queries: Questions (already checked to be non-empty strings).
+
+    Returns:
+        ``[m, dim]`` query vectors as the embedder returns them.
+
+    Example:
+        >>> embed_query_batch(HashingEmbedder(dim=8), ["x", "y"]).shape
+        (2, 8)
+    """
+    many = getattr(embedder, "embed_queries", None)
+    if callable(many):
+        return np.asarray(many(list(queries)))  # [m, d]
+    return np.stack([np.asarray(embedder.embed_query(q)) for q in queries])  # [m, d]
 
 
 def register_embedder(embedder_id: str, factory: Callable[[], Embedder]) -> None:
@@ -387,6 +423,8 @@ __all__ = [
     "Embedder",
     "HashingEmbedder",
     "SentenceTransformerEmbedder",
+    "embed_query_batch",
+    "normalise_rows",
     "packaged_model_dir",
     "register_embedder",
     "resolve_embedder",

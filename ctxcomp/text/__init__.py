@@ -8,6 +8,6 @@ Example:
 
 from __future__ import annotations
 
-from ctxcomp.text.split import split_sentences, split_spans
+from ctxcomp.text.split import split_documents, split_sentences, split_spans
 
-__all__ = ["split_sentences", "split_spans"]
+__all__ = ["split_documents", "split_sentences", "split_spans"]

@@ -32,7 +32,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 from ctxcomp.errors import InputError
-from ctxcomp.types import Document, Sentence
+from ctxcomp.types import Candidates, Document, Sentence
 
 __all__ = ["split_sentences", "split_spans"]
 
@@ -178,6 +178,30 @@ def split_sentences(doc: Document, *, max_chars: int = 1000) -> list[Sentence]:
         Sentence(doc_id=doc.id, index=i, start=s, end=e, text=text[s:e])
         for i, (s, e) in enumerate(split_spans(text, max_chars=max_chars))
     ]
+
+
+def split_documents(docs: Sequence[Document], *, max_chars: int = 1000) -> Candidates:
+    """Split every document into sentences (the first step of the pipeline).
+
+    Args:
+        docs: The documents, in input order.
+        max_chars: Longest allowed sentence, as in :func:`split_spans`.
+
+    Returns:
+        The :class:`~ctxcomp.types.Candidates` of the call.
+
+    Example:
+        >>> from ctxcomp.types import Document
+        >>> split_documents([Document("a", "One. Two.")]).texts
+        ['One.', 'Two.']
+    """
+    sentences: list[Sentence] = []
+    doc_of: list[int] = []
+    for i, d in enumerate(docs):
+        for s in split_sentences(d, max_chars=max_chars):
+            sentences.append(s)
+            doc_of.append(i)
+    return Candidates(list(docs), sentences, doc_of)
 
 
 # --- pass 1: blocks ---------------------------------------------------------------------------------

@@ -12,34 +12,22 @@ import numpy as np
 import pytest
 
 from ctxcomp import CompressionConfig, Compressor
-from ctxcomp.compressors.position import (
-    PROFILES_DIR,
+from ctxcomp.cli import main
+from ctxcomp.compressors.profile import PROFILES_DIR, PositionProfile
+from ctxcomp.compressors.reader import Reader, calibrated_scores, dummy_documents, slot_prompt
+from ctxcomp.compressors.reorder import attention_sort, attnrank, found_in_middle, reorder, u_shape
+from ctxcomp.errors import ConfigError, CtxcompError, InputError, ProbeMismatchError
+from ctxcomp.registry import REORDERERS
+from ctxcomp.training.calibrate import (
     CalibrationPrompt,
     CalibrationWarning,
-    PlotDependencyError,
-    PositionProfile,
-    Reader,
     calibrate,
-    calibrated_scores,
-    dummy_documents,
     layer_groups,
     load_calibration_data,
-    plot_profile,
     rotate,
     rotation_offsets,
-    slot_prompt,
 )
-from ctxcomp.compressors.reorder import (
-    REORDERERS,
-    attention_sort,
-    attnrank,
-    found_in_middle,
-    reader_for,
-    reorder,
-    u_shape,
-)
-from ctxcomp.errors import ConfigError, CtxcompError, InputError, ProbeMismatchError
-from ctxcomp.integrations.cli import main
+from ctxcomp.training.plots import PlotDependencyError, plot_profile
 
 DOCS = [
     "The Eiffel Tower is in Paris. Paris is the capital of France.",
@@ -162,7 +150,7 @@ def test_none_and_unknown() -> None:
     assert reorder("none", [0.1, 0.9, 0.5]) == [0, 1, 2]
     with pytest.raises(ConfigError, match="unknown reorder strategy"):
         reorder("sideways", [0.1])
-    assert {"none", "u_shape", "attnrank", "attention_sort", "found_in_middle"} <= set(REORDERERS)
+    assert {"none", "u_shape", "attnrank", "attention_sort", "found_in_middle"} <= set(REORDERERS.names())
 
 
 def test_attention_reorderers_need_what_they_use(reader: Reader) -> None:
@@ -289,7 +277,7 @@ def test_compressor_reorder_stage(tiny_qwen: Path, tmp_path: Path) -> None:
     comp = Compressor(CompressionConfig(**base, reorder="attention_sort"))
     out = comp.compress("Where is Paris?", docs, ratio=1.0)
     assert sorted(d.id for d in out.documents) == ["0", "1", "2"]
-    assert reader_for(comp).model is comp._model  # the proxy is reused, not loaded again
+    assert comp.reader.lm is comp.proxy  # the proxy is reused, not loaded again
     out2 = Compressor(CompressionConfig(**base, reorder="found_in_middle")).compress(
         "Who slept?", docs, budget=12
     )
@@ -307,8 +295,8 @@ def test_separate_reader_model(tiny_qwen: Path, tiny_gemma: Path) -> None:
     comp = Compressor(cfg)
     ctx = comp.compress("Where is Paris?", DOCS, ratio=1.0)
     assert sorted(d.id for d in ctx.documents) == ["0", "1", "2", "3"]
-    r = reader_for(comp)
-    assert r.model is not comp._model and r.model_id == Path(tiny_gemma).name
+    r = comp.reader
+    assert r.lm is not comp.proxy and r.model_id == Path(tiny_gemma).name
     assert r.num_layers == 6
 
 
@@ -401,7 +389,7 @@ def test_calibrate_prompts_and_k1(reader: Reader) -> None:
         calibrate(reader, [CalibrationPrompt("q?", ("a", "b"))], 3, 1)
 
 
-@pytest.mark.filterwarnings("ignore::ctxcomp.compressors.position.CalibrationWarning")
+@pytest.mark.filterwarnings("ignore::ctxcomp.training.calibrate.CalibrationWarning")
 def test_calibrate_cli_writes_json_and_plot(
     tiny_qwen: Path, kv_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

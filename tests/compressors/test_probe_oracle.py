@@ -9,14 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ctxcomp.compressors.probe import (
-    PromptTemplate,
-    Unit,
-    build_prompt,
-    register_attention,
-    run_probe,
-    token_segments,
-)
+from ctxcomp.compressors.probe import PromptTemplate, Unit, build_prompt
+from ctxcomp.models.attention import register_attention, run_probe, token_segments
 from ctxcomp.text.split import split_sentences
 from ctxcomp.types import Document
 
@@ -149,7 +143,7 @@ def test_probe_matches_eager_on_cuda(kind: str, backend: str, request: pytest.Fi
 def test_early_flush_of_held_keys_gives_the_same_result(
     tiny_qwen: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ctxcomp.compressors.probe as probe_mod
+    import ctxcomp.models.attention as probe_mod
 
     tok = AutoTokenizer.from_pretrained(tiny_qwen)
     ids, seg, s = _prompt(tok)

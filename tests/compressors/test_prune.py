@@ -57,11 +57,11 @@ def test_fit_exactly_repairs_an_undercounting_estimate() -> None:
     estimate = DocCounts(DOCS, sents, doc_of, count=count)
     kept = select(scores, n_tok, budget, count=estimate.total)
 
-    def render(flags: list[bool]) -> tuple[str, None]:
-        return assemble(DOCS, [0, 1, 2], sents, flags), None
+    def render(flags: list[bool]) -> str:
+        return assemble(DOCS, [0, 1, 2], sents, flags)
 
-    assert count(render(kept)[0]) > budget, "the estimate should have overshot in this setup"
-    fixed, text, n, _ = fit_exactly(kept, scores, budget, render=render, count=count)
+    assert count(render(kept)) > budget, "the estimate should have overshot in this setup"
+    fixed, text, n = fit_exactly(kept, scores, budget, render=render, count=count)
     assert n == count(text) <= budget
     dropped = [i for i in range(len(sents)) if kept[i] and not fixed[i]]
     still = [i for i in range(len(sents)) if fixed[i]]

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from ctxcomp import CompressionConfig, Compressor
-from ctxcomp.compressors.train import build_examples, has_answer, split_of, train_probe
+from ctxcomp.cli import main
 from ctxcomp.compressors.trained import find_shipped_probe, load_probe, probe_from_dict, shipped_probes
 from ctxcomp.errors import ConfigError, ProbeMismatchError
-from ctxcomp.integrations.cli import main
+from ctxcomp.training.examples import build_examples
+from ctxcomp.training.fit import train_probe
+from ctxcomp.training.qa import has_answer, split_of
 
 CITIES = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Doha", "Bern", "Riga", "Baku", "Sofia"]
 

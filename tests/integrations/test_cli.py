@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ctxcomp.integrations.cli import main
+from ctxcomp.cli import main
 
 
 @pytest.fixture()
@@ -91,7 +91,7 @@ def test_stdin(tiny_qwen: Path, capsys: pytest.CaptureFixture[str], monkeypatch:
 
 @pytest.mark.parametrize(
     ("content", "needle"),
-    [("{bad json\n", "invalid JSON"), ('{"id": "x"}\n', "text"), ("[1, 2]\n", "string or an object")],
+    [("{bad json\n", "not valid JSON"), ('{"id": "x"}\n', "text"), ("[1, 2]\n", "string or an object")],
 )
 def test_bad_docs_lines(
     tmp_path: Path, tiny_qwen: Path, content: str, needle: str, capsys: pytest.CaptureFixture[str]
@@ -121,7 +121,7 @@ def test_usage_errors(tmp_path: Path, tiny_qwen: Path, capsys: pytest.CaptureFix
 def test_compress_reorder_attnrank_flags(
     tiny_qwen: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ctxcomp.compressors.position import PositionProfile
+    from ctxcomp.compressors.profile import PositionProfile
 
     docs = tmp_path / "d.jsonl"
     texts = ["Paris is in France. It is big.", "Bob slept. He snored.", "Tokyo is large. It is in Japan."]

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from ctxcomp.cli import main
 from ctxcomp.errors import InputError
 from ctxcomp.integrations import jsonl
-from ctxcomp.integrations.cli import main
 from ctxcomp.integrations.jsonl import Oversize, default_errors_path, read_lines, repair_tail
 
 GOOD = {
@@ -48,9 +48,9 @@ MIXED_LINES = [
     json.dumps({"id": "q8", "query": "short?", "docs": ["Short one. Another one here."]}),  # 12 ok
     json.dumps(
         {"id": "q9", "query": "extra doc key", "docs": [{"text": "A.", "url": "u"}]}
-    ),  # 13 unknown key
+    ),  # 13 ok: an extra document key is folded into its metadata (ctxcomp.records rules)
 ]
-BAD = {2: None, 4: "q2", 5: "q3", 6: "q1", 7: None, 8: None, 10: "q6", 11: None, 13: "q9"}
+BAD = {2: None, 4: "q2", 5: "q3", 6: "q1", 7: None, 8: None, 10: "q6", 11: None}
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -130,10 +130,10 @@ def test_mixed_corpus(tmp_path: Path, tiny_qwen: Path, capsys: pytest.CaptureFix
     assert "duplicate id 'q1'" in by_line[6]["reason"] and "line 1" in by_line[6]["reason"]
     assert by_line[7]["field"] == "id" and "missing" in by_line[7]["reason"]
     assert by_line[10]["field"] == "docs[0].text" and "bytes" in by_line[11]["reason"]
-    assert by_line[13]["field"] == "docs[0].url"
     assert all(e["error"] == "InputError" and "Fix:" in e["reason"] for e in errors)
 
-    assert [r["id"] for r in out] == ["q1", 5, "q8"]
+    assert [r["id"] for r in out] == ["q1", 5, "q8", "q9"]
+    assert out[3]["documents"][0]["metadata"]["url"] == "u"  # folded into metadata
     first = out[0]
     assert first["extra"] == {"answers": ["Doyle"]}
     assert first["stats"]["kept_tokens"] <= 20
@@ -189,13 +189,13 @@ def test_stdin_to_stdout_stays_clean(
 ) -> None:
     data = "\n".join([MIXED_LINES[0], "{not json", MIXED_LINES[11]]) + "\n"
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data.encode())))
-    real = jsonl.process
+    real = jsonl.compress_record
 
     def noisy(*args: Any, **kwargs: Any) -> Any:
         print("library noise")  # a stray print must not reach stdout
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(jsonl, "process", noisy)
+    monkeypatch.setattr(jsonl, "compress_record", noisy)
     rc = main(["compress-jsonl", "-", "-", "--ratio", "0.5", *proxy_args(tiny_qwen)])
     cap = capsys.readouterr()
     assert rc == 3
@@ -291,7 +291,7 @@ def test_resume_after_kill(tmp_path: Path, tiny_qwen: Path) -> None:
     cmd = [
         sys.executable,
         "-m",
-        "ctxcomp.integrations.cli",
+        "ctxcomp",
         "compress-jsonl",
         str(inp),
         str(out_path),

@@ -99,7 +99,7 @@ def test_empty_input_loads_nothing(config: CompressionConfig) -> None:
     fresh = CtxcompCompressor(config=config)
     assert fresh.compress_documents([], "q?") == []
     assert asyncio.run(fresh.acompress_documents([], "q?")) == []
-    assert fresh.compressor._model is None
+    assert not fresh.compressor.proxy.loaded
     with pytest.raises(InputError, match="query"):
         fresh.compress_documents([], " ")
 

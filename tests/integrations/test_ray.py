@@ -15,8 +15,8 @@ pytest.importorskip("ray.data")
 from test_jsonl import MIXED_LINES, check_exactly_once, read_jsonl, synthetic, write_lines  # noqa: E402
 
 from ctxcomp import CompressionConfig, Compressor  # noqa: E402
+from ctxcomp.cli import main  # noqa: E402
 from ctxcomp.errors import ConfigError  # noqa: E402
-from ctxcomp.integrations.cli import main  # noqa: E402
 from ctxcomp.integrations.ray import compress_dataset  # noqa: E402
 
 pytestmark = pytest.mark.ray
@@ -54,7 +54,7 @@ def test_compress_dataset_rows_and_errors(cluster: None, tiny_qwen: Path) -> Non
     assert err["field"] == "query" and err["line"] == 3 and "empty" in err["reason"]
     local = Compressor(config)
     first = json.loads(out[0]["record"])
-    from ctxcomp.integrations.jsonl import Fields, parse_record
+    from ctxcomp.records import Fields, parse_record
 
     rec = parse_record(rows[0], Fields())
     assert first["text"] == local.compress(rec.query, rec.docs, ratio=0.5).text

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import types
@@ -9,17 +8,14 @@ from pathlib import Path
 import pytest
 from retrieval_helpers import FakeCompressor, write_jsonl
 
+from ctxcomp.cli import main
 from ctxcomp.retrieval import SCORE_KEY
-from ctxcomp.retrieval.cli import add_commands
 
 EMB = "ctxcomp/hashing-bow-64"
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ctxcomp")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    return main(argv)
 
 
 @pytest.fixture

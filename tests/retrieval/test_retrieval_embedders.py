@@ -19,7 +19,7 @@ from ctxcomp.retrieval import (
 
 def test_import_is_light() -> None:
     code = (
-        "import sys, ctxcomp.retrieval, ctxcomp.retrieval.cli, ctxcomp.retrieval.pipeline\n"
+        "import sys, ctxcomp.retrieval, ctxcomp.cli, ctxcomp.retrieval.pipeline\n"
         "bad = [m for m in ('faiss', 'torch', 'sentence_transformers') if m in sys.modules]\n"
         "assert not bad, bad"
     )

@@ -19,18 +19,18 @@ from ctxcomp.retrieval import (
     read_corpus,
     register_embedder,
 )
-from ctxcomp.retrieval import index as index_mod
+from ctxcomp.retrieval.store import sha256_file
 from ctxcomp.types import Document
 
 BAD_LINES = [
     ({"id": "a", "text": "fine"}, None),
-    ('{"id": "b", "text": "unterminated', "invalid JSON"),
-    ({"text": "no id"}, "missing field 'id'"),
-    ({"id": "c"}, "missing field 'text'"),
-    ({"id": 7, "text": "int id"}, "field 'id' must be a non-empty string"),
+    ('{"id": "b", "text": "unterminated', "not valid JSON"),
+    ({"text": "no id"}, "field 'id' is missing"),
+    ({"id": "c"}, "field 'text' is missing"),
+    ({"id": "", "text": "empty id"}, "field 'id' must be a non-empty string or an int"),
     ({"id": "d", "text": ["a", "list"]}, "field 'text' must be a string"),
     ({"id": "e", "text": "x", "metadata": "nope"}, "field 'metadata' must be an object"),
-    ('["not", "an", "object"]', "must be a JSON object"),
+    ('["not", "an", "object"]', "must be a string or an object"),
     ({"id": "a", "text": "again"}, "duplicate id 'a' (first on line 1)"),
     ({"id": "f", "text": "ok too", "title": "T"}, None),
 ]
@@ -63,7 +63,7 @@ def test_every_bad_line_is_reported_with_its_number(bad_corpus: Path, tmp_path: 
     assert [n for n, _ in got] == [n for n, _ in expected]
     for (_, reason), (_, want) in zip(got, expected, strict=True):
         assert reason.startswith(want) or want in reason
-    assert "line 3: missing field 'id'" in str(err)
+    assert "line 3: field 'id' is missing" in str(err)
 
 
 def test_skip_invalid_writes_errors_file_and_keeps_good_lines(bad_corpus: Path, tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def _rewrite_manifest(folder: Path, **files: bytes) -> None:
     for name, data in files.items():
         path = folder / name.replace("_", ".")
         path.write_bytes(data)
-        manifest["files"][path.name] = {"size": len(data), "sha256": index_mod._sha256(path)}
+        manifest["files"][path.name] = {"size": len(data), "sha256": sha256_file(path)}
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 

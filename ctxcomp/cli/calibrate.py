@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ctxcomp.cli.common import EXIT_OK
 from ctxcomp.errors import InputError, ProbeMismatchError
 
-EXIT_OK = 0
 
-
-def add_commands(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> None:
     """Register ``calibrate`` on the main CLI's subparsers.
 
     Args:
@@ -27,7 +26,7 @@ def add_commands(subparsers: Any) -> None:
     Example:
         >>> import argparse
         >>> sub = argparse.ArgumentParser().add_subparsers()
-        >>> add_commands(sub)
+        >>> add_parser(sub)
     """
     from ctxcomp.config import DEFAULT_PROXY
 
@@ -68,14 +67,14 @@ def add_commands(subparsers: Any) -> None:
         action="store_true",
         help="overwrite an --out file that holds another model's profile",
     )
-    p.set_defaults(func=run_calibrate)
+    p.set_defaults(func=run)
 
 
-def run_calibrate(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``ctxcomp calibrate`` for parsed arguments.
 
     Args:
-        args: Parsed arguments (see :func:`add_commands`).
+        args: Parsed arguments (see :func:`add_parser`).
 
     Returns:
         The exit status (0).
@@ -86,11 +85,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
         PlotDependencyError: ``--plot`` without matplotlib (checked before any work).
 
     Example:
-        >>> from ctxcomp.integrations.cli import main
+        >>> from ctxcomp.cli import main
         >>> main(["calibrate", "--data", "kv.jsonl.gz", "--slots", "10", "--out", "p.json"])  # doctest: +SKIP
         0
     """
-    from ctxcomp.compressors.position import PositionProfile, Reader, calibrate, plot_profile, pyplot
+    from ctxcomp.compressors.profile import PositionProfile
+    from ctxcomp.compressors.reader import Reader
+    from ctxcomp.training.calibrate import calibrate
+    from ctxcomp.training.plots import plot_profile, pyplot
 
     if args.slots < 1:
         raise InputError(
@@ -163,4 +165,4 @@ def _argv_of(args: argparse.Namespace) -> list[str]:
     return out
 
 
-__all__ = ["add_commands", "run_calibrate"]
+__all__ = ["add_parser", "run"]

@@ -1,334 +1,33 @@
-"""Training probes (the Sentinel recipe) with a calibrated fusion of feature families.
+"""Fitting probes (the Sentinel recipe) with a calibrated fusion of feature families.
 
-1. **Data.** Each training question gets a multi-document context: its gold passage plus hard
-   distractors (MiniLM nearest neighbours among OTHER questions' passages that contain no answer),
-   shuffled with a fixed seed. Questions are split by a hash of their text (``train`` / ``eval``),
-   so the shipped probes never see the benchmark's eval questions.
-2. **Features.** One truncated prefill per question gives the attention features of every probe
-   layer; the non-attention families are cheap. Features are cached to disk per question, keyed
-   by model, data and prompt, so extraction is resumable.
-3. **Model.** Positives are sentences containing an answer, negatives the other sentences of the
-   same context. An L2 logistic regression, class-balanced, on standardised features; ``C`` and the
-   number of selected heads are picked by grouped 5-fold CV on AUC (heads ranked by univariate AUC
-   inside each training fold, in the manner of retrieval/QR heads).
+Positives are sentences containing an answer, negatives the other sentences of the same context.
+An L2 logistic regression, class-balanced, on standardised features; ``C``, the number of
+selected heads and the depth are picked by grouped 5-fold CV on AUC (heads ranked by univariate
+AUC inside each training fold, in the manner of retrieval/QR heads). :func:`train_probe` is the
+``ctxcomp train-probe`` command.
 
 Example:
-    >>> split_of("who wrote hamlet?") in ("train", "eval")
-    True
+    >>> auc(np.array([0.1, 0.9, 0.5]), np.array([False, True, False]))
+    1.0
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import logging
-import random
-import re
-import string
 import time
-import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ctxcomp.compressors.features import (
-    FAMILIES,
-    DocVectors,
-    SentenceContext,
-    build_features,
-    feature_names,
-)
-from ctxcomp.compressors.probe import ProbeFeatures
+from ctxcomp.compressors.features import FAMILIES, DocVectors, build_features, feature_names
+from ctxcomp.compressors.probe import ProbeFeatures, PromptTemplate
 from ctxcomp.compressors.trained import TrainedProbe
 from ctxcomp.errors import ConfigError, InputError
-from ctxcomp.types import Document
-
-logger = logging.getLogger(__name__)
-
-
-def normalize_answer(text: str) -> str:
-    """Case- and punctuation-normalised text (SQuAD-style, articles dropped).
-
-    Args:
-        text: Any text.
-
-    Returns:
-        The normalised text.
-
-    Example:
-        >>> normalize_answer("The  Eiffel-Tower!")
-        'eiffeltower'
-    """
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = "".join(ch for ch in text if ch not in _PUNCT)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-_PUNCT = set(string.punctuation)
-
-
-def has_answer(text: str, answers: Sequence[str]) -> bool:
-    """Whether ``text`` contains one of ``answers`` after normalisation.
-
-    Args:
-        text: Candidate text.
-        answers: Gold answers.
-
-    Returns:
-        True on a match.
-
-    Example:
-        >>> has_answer("It was Wilhelm Conrad Röntgen.", ["wilhelm conrad röntgen"])
-        True
-    """
-    t = normalize_answer(text)
-    return any((a := normalize_answer(x)) and a in t for x in answers)
-
-
-def split_of(question: str) -> str:
-    """Deterministic split of a question: ``eval`` for one in five (by sha256), else ``train``.
-
-    Args:
-        question: Question text.
-
-    Returns:
-        ``"train"`` or ``"eval"``.
-    """
-    h = int(hashlib.sha256(question.encode()).hexdigest(), 16)
-    return "eval" if h % 5 == 0 else "train"
-
-
-@dataclass(frozen=True)
-class QAExample:
-    """A question with its multi-document context.
-
-    Attributes:
-        question: The question.
-        answers: Gold answers.
-        docs: Documents in context order.
-        gold_index: Position of the gold passage (``-1`` if unknown).
-    """
-
-    question: str
-    answers: tuple[str, ...]
-    docs: tuple[Document, ...]
-    gold_index: int
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL or JSONL.gz file.
-
-    Args:
-        path: The file.
-
-    Returns:
-        One dict per non-empty line.
-
-    Raises:
-        InputError: Unreadable file or invalid JSON (with the line number).
-    """
-    p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
-    rows = []
-    try:
-        with opener(p, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise InputError(
-                            f"{p}:{lineno}", f"invalid JSON ({err.msg})", "fix the line"
-                        ) from err
-    except OSError as err:
-        raise InputError("--data", f"cannot read {p} ({err})", "pass an existing JSONL(.gz) file") from err
-    return rows
-
-
-def _passage(ctx: dict[str, Any]) -> str:
-    return f"{ctx['title']}. {ctx['text']}" if ctx.get("title") else str(ctx["text"])
-
-
-def build_examples(
-    rows: Sequence[dict[str, Any]],
-    *,
-    split: str = "train",
-    n_docs: int = 6,
-    seed: int = 0,
-    limit: int | None = None,
-    embedder: Any = None,
-) -> list[QAExample]:
-    """Multi-document examples with hard distractors from NQ-style rows.
-
-    Rows are ``{"question", "answers", "ctxs": [{"title", "text", ...}]}`` (the first ctx is the
-    gold passage) or already built ``{"question", "answers", "docs": [str | {"id","text"}]}``.
-
-    Args:
-        rows: Parsed JSONL rows.
-        split: ``"train"``, ``"eval"`` or ``"all"`` (by :func:`split_of`).
-        n_docs: Documents per context (gold + ``n_docs - 1`` distractors).
-        seed: Seed of the gold position.
-        limit: Stop after this many examples.
-        embedder: Embedder for hard negatives (default MiniLM).
-
-    Returns:
-        Examples in input order.
-
-    Raises:
-        InputError: A row lacks the needed fields.
-    """
-    if split not in ("train", "eval", "all"):
-        raise ConfigError("split", f"unknown split {split!r}", "use train, eval or all")
-    for i, r in enumerate(rows):
-        if "question" not in r or "answers" not in r or ("ctxs" not in r and "docs" not in r):
-            raise InputError(f"data[{i}]", "needs 'question', 'answers' and 'ctxs' or 'docs'", "fix the row")
-    rng = random.Random(seed)
-    chosen = [i for i, r in enumerate(rows) if split == "all" or split_of(r["question"]) == split]
-    if limit is not None:
-        chosen = chosen[:limit]
-    out: list[QAExample] = []
-    if all("docs" in rows[i] for i in chosen):
-        for i in chosen:
-            r = rows[i]
-            docs = tuple(
-                Document(str(j), d)
-                if isinstance(d, str)
-                else Document(str(d.get("id", j)), d["text"], d.get("metadata") or {})
-                for j, d in enumerate(r["docs"])
-            )
-            out.append(QAExample(r["question"], tuple(r["answers"]), docs, -1))
-        return out
-    from ctxcomp.retrieval import resolve_embedder
-
-    emb = resolve_embedder(embedder)
-    passages = [_passage(r["ctxs"][0]) for r in rows]
-    pv = _cached_embed(emb, passages)  # [P, dim]
-    qv = _cached_embed(emb, [r["question"] for r in rows])  # [Q, dim]
-    for i in chosen:
-        r = rows[i]
-        sims = pv @ qv[i]  # [P]
-        distract: list[int] = []
-        for j in np.argsort(-sims, kind="stable"):
-            j = int(j)
-            if j == i or passages[j] == passages[i] or has_answer(passages[j], r["answers"]):
-                continue
-            distract.append(j)
-            if len(distract) == n_docs - 1:
-                break
-        ctx_docs = [Document(f"p{j}", passages[j], {"gold": False}) for j in distract]
-        pos = rng.randrange(len(ctx_docs) + 1)
-        ctx_docs.insert(pos, Document(f"p{i}", passages[i], {"gold": True}))
-        out.append(QAExample(r["question"], tuple(r["answers"]), tuple(ctx_docs), pos))
-    return out
-
-
-def _cached_embed(emb: Any, texts: list[str]) -> np.ndarray:
-    from ctxcomp.models.loader import cache_dir
-
-    key = hashlib.sha256((emb.id + "\x00" + "\x00".join(texts)).encode()).hexdigest()[:16]
-    f = cache_dir() / "embeddings" / f"{key}.npy"
-    if f.is_file():
-        return np.load(f)
-    vec = np.asarray(emb.embed(texts), dtype=np.float32)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    np.save(f, vec)
-    return vec
-
-
-@dataclass
-class ExtractedExample:
-    """Cached per-question material for training and evaluation.
-
-    Attributes:
-        question: The question.
-        probe: Attention features over every extracted layer.
-        ctx: Sentence context for the other families.
-        labels: ``[S]`` bool, sentence contains an answer.
-        n_tokens_reader: ``[S]`` tokens per sentence under the compressor's reader tokenizer.
-    """
-
-    question: str
-    probe: ProbeFeatures
-    ctx: SentenceContext
-    labels: np.ndarray
-    n_tokens_reader: np.ndarray
-
-
-def extract(
-    compressor: Any,
-    examples: Sequence[QAExample],
-    *,
-    layers: Sequence[int],
-    cache: Path | None = None,
-    progress: bool = True,
-    focus: bool = False,
-) -> list[ExtractedExample]:
-    """Run the probe over every example (resumable via ``cache``).
-
-    Args:
-        compressor: A :class:`ctxcomp.Compressor` (its proxy is used).
-        examples: The examples.
-        layers: Layers to extract (all features a probe may use).
-        cache: Folder of per-question ``.npz`` files; existing ones are reused.
-        progress: Show a progress bar.
-        focus: Use the answer-hint template.
-
-    Returns:
-        One extracted example per input, in order.
-    """
-    compressor.load()
-    compressor._layers = tuple(sorted(set(layers)))
-    it: Iterable[QAExample] = examples
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(examples, desc="probe features", unit="q")
-    out = []
-    for ex in it:
-        key = hashlib.sha256(
-            json.dumps([ex.question, [d.text for d in ex.docs], list(layers), focus]).encode()
-        ).hexdigest()[:20]
-        f = cache / f"{key}.npz" if cache else None
-        sp = compressor._split(list(ex.docs))
-        texts = [s.text for s in sp.sentences]
-        if f is not None and f.is_file():
-            z = np.load(f)
-            probe = ProbeFeatures(
-                z["mass"], z["n_tokens"], tuple(int(x) for x in z["layers"]), 1, int(z["n_ctx"])
-            )
-            nread = z["n_read"]
-        else:
-            probe = compressor._probe(sp, ex.question, focus)
-            nread = np.array(compressor.reader_tokens.count_many(texts), dtype=np.int64)
-            if f is not None:
-                f.parent.mkdir(parents=True, exist_ok=True)
-                tmp = f.with_suffix(".tmp.npz")
-                np.savez_compressed(
-                    tmp,
-                    mass=probe.mass,
-                    n_tokens=probe.n_tokens,
-                    layers=np.array(probe.layers),
-                    n_ctx=probe.n_context_tokens,
-                    n_read=nread,
-                )
-                tmp.replace(f)
-        sizes = np.bincount(np.asarray(sp.doc_of, dtype=np.int64), minlength=len(ex.docs))
-        ctx = SentenceContext(
-            ex.question,
-            texts,
-            list(sp.doc_of),
-            [s.index for s in sp.sentences],
-            sizes.tolist(),
-            [d.text for d in ex.docs],
-        )
-        labels = np.array([has_answer(t, ex.answers) for t in texts], dtype=bool)
-        out.append(ExtractedExample(ex.question, probe, ctx, labels, nread))
-    return out
+from ctxcomp.training.examples import ExtractedExample, build_examples, extract
+from ctxcomp.training.qa import read_jsonl
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -365,7 +64,7 @@ def _matrix(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xs, ys, gs = [], [], []
     for g, ex in enumerate(data):
-        probe = _restrict(ex.probe, layers)
+        probe = restrict(ex.probe, layers)
         xs.append(
             build_features(
                 ex.ctx, probe, families=families, heads=heads, embedder=embedder, doc_vectors=doc_vectors
@@ -376,7 +75,16 @@ def _matrix(
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
 
 
-def _restrict(probe: ProbeFeatures, layers: Sequence[int]) -> ProbeFeatures:
+def restrict(probe: ProbeFeatures, layers: Sequence[int]) -> ProbeFeatures:
+    """The features of a subset of the extracted layers.
+
+    Args:
+        probe: Features over several layers.
+        layers: The layers to keep (each must be in ``probe.layers``).
+
+    Returns:
+        The restricted features.
+    """
     idx = [probe.layers.index(li) for li in layers]
     return ProbeFeatures(
         probe.mass[idx], probe.n_tokens, tuple(layers), probe.n_windows, probe.n_context_tokens
@@ -403,7 +111,7 @@ def rank_heads(data: Sequence[ExtractedExample], layers: Sequence[int]) -> list[
         npos, nneg = int(y.sum()), int((~y).sum())
         if npos == 0 or nneg == 0:
             continue
-        lift = _restrict(ex.probe, layers).lift()  # [L, H, S]
+        lift = restrict(ex.probe, layers).lift()  # [L, H, S]
         n_heads = lift.shape[1]
         flat = lift.reshape(-1, lift.shape[-1])  # [L*H, S]
         r = rankdata(flat, axis=1)  # [L*H, S]
@@ -661,9 +369,8 @@ def train_probe(
     Example:
         >>> train_probe("qwen2.5-coder-0.5b-instruct", "nq.jsonl.gz", "probe.json")  # doctest: +SKIP
     """
-    from ctxcomp.api import Compressor
-    from ctxcomp.config import CompressionConfig
     from ctxcomp.models.loader import cache_dir
+    from ctxcomp.models.probed import ProbedLM
 
     unknown = set(families) - set(FAMILIES)
     if unknown:
@@ -675,12 +382,13 @@ def train_probe(
 
     emb = resolve_embedder(embedder)
     examples = build_examples(rows, split=split, n_docs=n_docs, seed=seed, limit=n_questions, embedder=emb)
-    comp = Compressor(CompressionConfig(proxy_model=model, scorer="attention")).load()
-    n_layers = int(comp._model.config.get_text_config().num_hidden_layers)
+    lm = ProbedLM(model).load()
+    template = PromptTemplate()
+    n_layers = lm.num_layers
     if layers is None:
         layers = default_extraction_layers(model, n_layers)
     layers = sorted({li + n_layers if li < 0 else li for li in layers})
-    src = comp._source
+    src = lm.source
     key = hashlib.sha256(
         json.dumps(
             [
@@ -691,12 +399,17 @@ def train_probe(
                 n_docs,
                 seed,
                 list(layers),
-                comp.template.__dict__,
+                template.__dict__,
             ]
         ).encode()
     ).hexdigest()[:16]
     extracted = extract(
-        comp, examples, layers=layers, cache=cache_dir() / "features" / key, progress=progress
+        lm,
+        examples,
+        layers=layers,
+        template=template,
+        cache=cache_dir() / "features" / key,
+        progress=progress,
     )
     if depths is None:
         depths = sorted({layers[max(0, round(q * len(layers)) - 1)] for q in (0.25, 0.5, 0.75, 1.0)})
@@ -713,7 +426,7 @@ def train_probe(
         doc_vectors=doc_vectors,
         meta={
             "embedder": emb.id,
-            "template": comp.template.__dict__,
+            "template": template.__dict__,
             "data": {
                 "path": Path(data).name,
                 "sha256": data_sha,
@@ -746,3 +459,14 @@ def default_extraction_layers(model: str, n_layers: int) -> list[int]:
         15
     """
     return list(range(0, (2 * n_layers) // 3))
+
+
+__all__ = [
+    "CachedEmbedder",
+    "auc",
+    "default_extraction_layers",
+    "fit_probe",
+    "rank_heads",
+    "restrict",
+    "train_probe",
+]

@@ -1,12 +1,12 @@
 """Command-line verbs for retrieval: ``index build``, ``index info`` and ``query``.
 
-The main ``ctxcomp`` CLI calls :func:`add_commands` on its subparsers. Each handler returns the exit
-code: 0 on success, 2 on a ctxcomp error (the message goes to stderr).
+The main ``ctxcomp`` CLI calls :func:`add_parser` on its subparsers. Handlers return the exit code
+(0 on success); a ctxcomp error propagates to :func:`ctxcomp.cli.main`, which prints it and exits 2.
 
 Example:
     >>> import argparse
     >>> parser = argparse.ArgumentParser(prog="ctxcomp")
-    >>> add_commands(parser.add_subparsers(dest="command"))
+    >>> add_parser(parser.add_subparsers(dest="command"))
     >>> args = parser.parse_args(["index", "info", "my-index"])
     >>> args.func.__name__
     '_cmd_index_info'
@@ -20,11 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ctxcomp.errors import CtxcompError
-from ctxcomp.retrieval.embedders import DEFAULT_EMBEDDER
+from ctxcomp.cli.common import EXIT_OK, add_config_args, config_from_args
+from ctxcomp.errors import InputError
+
+#: The embedder used when none is given (mirrors ctxcomp.retrieval.embedders.DEFAULT_EMBEDDER, which
+#: is not imported here so the parser builds without numpy).
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 
-def add_commands(subparsers: Any) -> None:
+def add_parser(subparsers: Any) -> None:
     """Register ``index build``, ``index info`` and ``query`` on an argparse subparsers object.
 
     Args:
@@ -33,7 +37,7 @@ def add_commands(subparsers: Any) -> None:
     Example:
         >>> import argparse
         >>> p = argparse.ArgumentParser()
-        >>> add_commands(p.add_subparsers(dest="command"))
+        >>> add_parser(p.add_subparsers(dest="command"))
         >>> p.parse_args(["query", "idx", "who?", "--no-compress"]).no_compress
         True
     """
@@ -79,13 +83,8 @@ def add_commands(subparsers: Any) -> None:
     size.add_argument("--ratio", type=float, default=None, help="share of tokens to keep")
     query.add_argument("--json", action="store_true", help="print JSON (CompressedContext.to_dict() shape)")
     query.add_argument("--no-compress", action="store_true", help="print the retrieved passages as they are")
-    query.add_argument("--device", default=None, help="embedder device")
+    add_config_args(query)  # --device places the query embedder too
     query.set_defaults(func=_cmd_query)
-
-
-def _fail(err: CtxcompError) -> int:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
 
 
 def _cmd_index_build(args: argparse.Namespace) -> int:
@@ -96,25 +95,21 @@ def _cmd_index_build(args: argparse.Namespace) -> int:
     if args.skip_invalid and errors_path is None:
         errors_path = args.index_dir.with_name(args.index_dir.name + ".errors.jsonl")
     if args.batch_size is not None and args.batch_size < 1:
-        print("error: --batch-size: must be a positive int. Fix: pass e.g. --batch-size 64.", file=sys.stderr)
-        return 2
-    try:
-        index = FaissIndex.build(
-            args.corpus,
-            resolve_embedder(args.embedder, device=args.device),
-            kind=args.kind,
-            batch_size=args.batch_size,
-            progress=False if args.no_progress else None,
-            skip_invalid=args.skip_invalid,
-            errors_path=errors_path if args.skip_invalid else None,
-        )
-        index.save(args.index_dir)
-    except CtxcompError as err:
-        return _fail(err)
+        raise InputError("--batch-size", "must be a positive int", "pass e.g. --batch-size 64")
+    index = FaissIndex.build(
+        args.corpus,
+        resolve_embedder(args.embedder, device=args.device),
+        kind=args.kind,
+        batch_size=args.batch_size,
+        progress=False if args.no_progress else None,
+        skip_invalid=args.skip_invalid,
+        errors_path=errors_path if args.skip_invalid else None,
+    )
+    index.save(args.index_dir)
     if index.skipped:
         print(f"skipped {len(index.skipped)} invalid line(s); see {errors_path}", file=sys.stderr)
     print(f"indexed {len(index)} documents into {args.index_dir} ({_describe(index.info())})")
-    return 0
+    return EXIT_OK
 
 
 def _describe(info: dict[str, Any]) -> str:
@@ -130,54 +125,47 @@ def _describe(info: dict[str, Any]) -> str:
 def _cmd_index_info(args: argparse.Namespace) -> int:
     from ctxcomp.retrieval.index import FaissIndex
 
-    try:
-        manifest = FaissIndex.read_manifest(args.index_dir)
-    except CtxcompError as err:
-        return _fail(err)
+    manifest = FaissIndex.read_manifest(args.index_dir)
     if args.json:
         print(json.dumps(manifest, indent=2, sort_keys=True))
-        return 0
+        return EXIT_OK
     size = sum(int(f.get("size", 0)) for f in manifest["files"].values())
     print(f"{args.index_dir}: {manifest['count']} documents, {size / 1e6:.1f} MB")
     print(f"  {_describe(manifest)}")
     print(f"  built by ctxcomp {manifest.get('ctxcomp_version')} at {manifest.get('created_at')}")
-    return 0
+    return EXIT_OK
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
     from ctxcomp.retrieval.index import FaissIndex
 
-    try:
-        index = FaissIndex.load(args.index_dir, embedder=_query_embedder(args))
-        if args.no_compress:
-            docs = index.search(args.question, k=args.k)
-            if args.json:
-                out = {
-                    "query": args.question,
-                    "documents": [
-                        {
-                            "id": d.id,
-                            "text": d.text,
-                            "metadata": d.metadata,
-                            "score": d.metadata["ctxcomp_retrieval_score"],
-                        }
-                        for d in docs
-                    ],
-                }
-                print(json.dumps(out, ensure_ascii=False, indent=2))
-            else:
-                for rank, d in enumerate(docs, start=1):
-                    print(f"[{rank}] {d.id}  score={d.metadata['ctxcomp_retrieval_score']:.4f}\n{d.text}\n")
-            return 0
-        from ctxcomp.api import Compressor
-        from ctxcomp.config import CompressionConfig
-        from ctxcomp.retrieval.pipeline import Pipeline
+    index = FaissIndex.load(args.index_dir, embedder=_query_embedder(args))
+    if args.no_compress:
+        docs = index.search(args.question, k=args.k)
+        if args.json:
+            out = {
+                "query": args.question,
+                "documents": [
+                    {
+                        "id": d.id,
+                        "text": d.text,
+                        "metadata": d.metadata,
+                        "score": d.metadata["ctxcomp_retrieval_score"],
+                    }
+                    for d in docs
+                ],
+            }
+            print(json.dumps(out, ensure_ascii=False, indent=2))
+        else:
+            for rank, d in enumerate(docs, start=1):
+                print(f"[{rank}] {d.id}  score={d.metadata['ctxcomp_retrieval_score']:.4f}\n{d.text}\n")
+        return EXIT_OK
+    from ctxcomp.api import Compressor
+    from ctxcomp.retrieval.pipeline import Pipeline
 
-        ctx = Pipeline(index, Compressor(CompressionConfig())).run(
-            args.question, k=args.k, budget=args.budget, ratio=args.ratio
-        )
-    except CtxcompError as err:
-        return _fail(err)
+    ctx = Pipeline(index, Compressor(config_from_args(args))).run(
+        args.question, k=args.k, budget=args.budget, ratio=args.ratio
+    )
     if args.json:
         print(json.dumps(ctx.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -187,7 +175,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
             f"\n[{stats.original_tokens} -> {stats.kept_tokens} tokens, ratio {stats.ratio:.2f}x]",
             file=sys.stderr,
         )
-    return 0
+    return EXIT_OK
 
 
 def _query_embedder(args: argparse.Namespace) -> Any:
@@ -199,4 +187,4 @@ def _query_embedder(args: argparse.Namespace) -> Any:
     return resolve_embedder(FaissIndex.read_manifest(args.index_dir)["embedder"], device=args.device)
 
 
-__all__ = ["add_commands"]
+__all__ = ["add_parser"]

@@ -1,0 +1,67 @@
+"""The ``ctxcomp`` command line: one module per subcommand, registered explicitly.
+
+Exit status: 0 success; 2 usage or input error (``ctxcomp: error: <field>: <reason>. Fix: <fix>``
+on stderr); 3 some records failed (``compress-jsonl``); 1 unexpected failure.
+
+Example:
+    >>> build_parser().parse_args(["compress", "--query", "q", "--docs", "-"]).docs
+    '-'
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ctxcomp.cli import calibrate, compress, index, jsonl, train
+from ctxcomp.cli.common import EXIT_OK, EXIT_USAGE
+from ctxcomp.errors import CtxcompError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``ctxcomp`` command.
+
+    Returns:
+        The parser with every subcommand registered.
+    """
+    from ctxcomp import __version__
+
+    parser = argparse.ArgumentParser(prog="ctxcomp", description="Compress retrieved context for RAG.")
+    parser.add_argument("--version", action="version", version=f"ctxcomp {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (compress, jsonl, index, train, calibrate):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status.
+
+    Example:
+        >>> main(["compress", "--query", " ", "--docs", "-"])
+        2
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except CtxcompError as err:
+        print(f"ctxcomp: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,199 @@
+"""What every ``ctxcomp`` subcommand shares: exit codes, the config and budget flags, docs files.
+
+Example:
+    >>> import argparse
+    >>> p = argparse.ArgumentParser()
+    >>> add_config_args(p)
+    >>> add_budget_args(p)
+    >>> config_from_args(p.parse_args(["--scorer", "attention", "--ratio", "0.2"])).scorer
+    'attention'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from typing import IO, Any
+
+from ctxcomp.errors import InputError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_RECORD_ERRORS = 0, 1, 2, 3
+
+#: CompressionConfig fields set by string-valued flags (dest name = field name).
+_CONFIG_FIELDS = (
+    "proxy_model",
+    "scorer",
+    "reader_tokenizer",
+    "device",
+    "reorder",
+    "reader_model",
+    "position_profile",
+    "probe_path",
+)
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """Add the flags that build a :class:`~ctxcomp.CompressionConfig` (``--proxy``, ``--scorer``, ...).
+
+    Args:
+        p: The subcommand's parser.
+    """
+    from ctxcomp.config import DEFAULT_PROXY
+    from ctxcomp.registry import REORDERERS, SCORERS
+
+    p.add_argument("--proxy", dest="proxy_model", help=f"proxy model spec (default: {DEFAULT_PROXY})")
+    p.add_argument("--scorer", choices=["auto", *SCORERS.names()])
+    p.add_argument("--reader-tokenizer", dest="reader_tokenizer", help="tokenizer that counts the budget")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--reorder",
+        choices=REORDERERS.names(),
+        help="placement of the kept documents (default none; see CompressionConfig.reorder)",
+    )
+    p.add_argument(
+        "--reader-model",
+        dest="reader_model",
+        help="reader LLM whose attention/position profile the reorderers use (default: the proxy)",
+    )
+    p.add_argument(
+        "--position-profile",
+        dest="position_profile",
+        help="profile JSON from `ctxcomp calibrate` for --reorder attnrank (default: the shipped one)",
+    )
+    p.add_argument(
+        "--force-position-profile",
+        dest="force_position_profile",
+        action="store_true",
+        help="use --position-profile even if it was calibrated on another model",
+    )
+    p.add_argument(
+        "--probe", dest="probe_path", help="trained probe JSON (default: the one shipped for the proxy)"
+    )
+    p.add_argument(
+        "--force-probe", dest="force_probe", action="store_true", help="use --probe even for another proxy"
+    )
+
+
+def add_budget_args(p: argparse.ArgumentParser) -> None:
+    """Add ``--budget`` / ``--ratio`` (mutually exclusive).
+
+    Args:
+        p: The subcommand's parser.
+    """
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--budget", type=int, help="maximum tokens of the result (reader tokenizer)")
+    g.add_argument("--ratio", type=float, help="share of tokens to keep, in (0, 1] (default 0.25)")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~ctxcomp.CompressionConfig` the parsed flags ask for (unset flags keep defaults).
+
+    Args:
+        args: Parsed arguments of a parser given :func:`add_config_args`.
+
+    Returns:
+        The config.
+
+    Raises:
+        ConfigError: A flag's value is invalid (naming the field).
+    """
+    from ctxcomp.config import CompressionConfig
+
+    fields: dict[str, Any] = {}
+    for name in _CONFIG_FIELDS:
+        v = getattr(args, name, None)
+        if v is not None:
+            fields[name] = v
+    for flag in ("force_probe", "force_position_profile"):
+        if getattr(args, flag, False):
+            fields[flag] = True
+    return CompressionConfig(**fields)
+
+
+def read_docs(stream: IO[str], source: str) -> Iterator[Any]:
+    """Documents from a ``--docs`` JSONL stream (:func:`ctxcomp.records.parse_document` rules).
+
+    Each non-blank line is a bare JSON string or ``{"id"?, "text", "metadata"?}``; ids default to
+    the line's position among documents.
+
+    Args:
+        stream: The open text stream.
+        source: Its name for messages (a path or ``<stdin>``).
+
+    Yields:
+        :class:`~ctxcomp.Document` objects.
+
+    Raises:
+        InputError: Invalid JSON or a bad document, naming ``source:line``.
+    """
+    from ctxcomp.records import load_json, parse_document
+
+    n = 0
+    for lineno, line in enumerate(stream, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{lineno}"
+        yield parse_document(load_json(line, where=where), where=where, default_id=str(n))
+        n += 1
+
+
+def open_docs(spec: str) -> list[Any]:
+    """All documents of a ``--docs`` argument (a JSONL path, or ``-`` for stdin).
+
+    Args:
+        spec: The path or ``-``.
+
+    Returns:
+        The documents.
+
+    Raises:
+        InputError: Unreadable file or bad content.
+    """
+    import sys
+
+    if spec == "-":
+        return list(read_docs(sys.stdin, "<stdin>"))
+    try:
+        with open(spec, encoding="utf-8") as fh:
+            return list(read_docs(fh, spec))
+    except OSError as err:
+        raise InputError(
+            "--docs", f"cannot read {spec!r} ({err.strerror})", "pass a JSONL file or -"
+        ) from err
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as one line of valid JSON (non-finite numbers become ``null``).
+
+    Args:
+        obj: A JSON-like value.
+    """
+    import sys
+
+    json.dump(_finite(obj), sys.stdout, ensure_ascii=False, allow_nan=False)
+    sys.stdout.write("\n")
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_RECORD_ERRORS",
+    "EXIT_USAGE",
+    "add_budget_args",
+    "add_config_args",
+    "config_from_args",
+    "open_docs",
+    "print_json",
+    "read_docs",
+]
