@@ -370,18 +370,24 @@ class Compressor:
         budget: int | None = None,
         ratio: float | None = None,
         progress: bool = False,
-    ) -> list[CompressedContext]:
-        """Compress several ``(query, docs)`` items with the same budget rule.
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Compress several items; results come back in input order.
 
         Args:
-            items: ``(query, docs)`` tuples or ``{"query", "docs"}`` mappings.
+            items: ``(query, docs)`` tuples, or ``{"query", "docs", "budget"?, "ratio"?}`` mappings (a
+                mapping's own ``budget``/``ratio`` overrides the call's).
             budget: Token budget per item.
             ratio: Keep ratio per item.
             progress: Show a tqdm progress bar on stderr.
+            return_exceptions: Put a failing item's exception in its slot (like ``asyncio.gather``)
+                instead of raising it; every other item is still compressed.
 
         Returns:
-            One result per item, in order. The first bad item raises (for a batch that records
-            errors per item and carries on, use the ``compress-jsonl`` CLI).
+            One :class:`~ctxcomp.CompressedContext` per item (or its exception, see above).
+
+        Raises:
+            InputError: A malformed item (unless ``return_exceptions``).
 
         Example:
             >>> Compressor().compress_batch([("q?", ["A. B."])], ratio=0.5)  # doctest: +SKIP
@@ -392,23 +398,15 @@ class Compressor:
             from tqdm.auto import tqdm
 
             it = tqdm(seq, desc="compress", unit="item")
-        out = []
+        out: list[Any] = []
         for n, item in enumerate(it):
-            if isinstance(item, Mapping):
-                if "query" not in item or "docs" not in item:
-                    raise InputError(
-                        f"items[{n}]", "needs keys 'query' and 'docs'", "pass {'query': ..., 'docs': [...]}"
-                    )
-                q, d = item["query"], item["docs"]
-            elif isinstance(item, tuple) and len(item) == 2:
-                q, d = item
-            else:
-                raise InputError(
-                    f"items[{n}]",
-                    f"must be (query, docs) or a mapping, got {type(item).__name__}",
-                    "pass (query, docs) tuples",
-                )
-            out.append(self.compress(q, d, budget=budget, ratio=ratio))
+            try:
+                q, d, b, r = _batch_item(n, item, budget, ratio)
+                out.append(self.compress(q, d, budget=b, ratio=r))
+            except Exception as err:
+                if not return_exceptions:
+                    raise
+                out.append(err)
         return out
 
     async def acompress(
@@ -430,6 +428,27 @@ class Compressor:
             >>> asyncio.run(Compressor().acompress("q?", ["A."]))  # doctest: +SKIP
         """
         return await asyncio.to_thread(self.compress, query, docs, budget=budget, ratio=ratio)
+
+
+def _batch_item(
+    n: int, item: Any, budget: int | None, ratio: float | None
+) -> tuple[Any, Any, int | None, float | None]:
+    """``(query, docs, budget, ratio)`` of one :meth:`Compressor.compress_batch` item."""
+    if isinstance(item, Mapping):
+        if "query" not in item or "docs" not in item:
+            raise InputError(
+                f"items[{n}]", "needs keys 'query' and 'docs'", "pass {'query': ..., 'docs': [...]}"
+            )
+        if "budget" in item or "ratio" in item:
+            budget, ratio = item.get("budget"), item.get("ratio")
+        return item["query"], item["docs"], budget, ratio
+    if isinstance(item, tuple) and len(item) == 2:
+        return item[0], item[1], budget, ratio
+    raise InputError(
+        f"items[{n}]",
+        f"must be (query, docs) or a mapping, got {type(item).__name__}",
+        "pass (query, docs) tuples",
+    )
 
 
 def _group(cands: Candidates, kept: Sequence[bool]) -> dict[int, list[int]]:

@@ -180,6 +180,13 @@ def test_batch_and_async(comp: Compressor) -> None:
     assert res.text == out[0].text
     with pytest.raises(InputError, match=r"items\[0\]"):
         comp.compress_batch([{"query": "x"}])
+    mixed = comp.compress_batch(
+        [{"query": "Nobel?", "docs": DOCS, "budget": 12}, {"query": " ", "docs": DOCS}, ("Nobel?", DOCS)],
+        ratio=0.5,
+        return_exceptions=True,
+    )
+    assert mixed[0].stats.budget == 12 and mixed[2].stats.budget < mixed[2].stats.original_tokens
+    assert isinstance(mixed[1], InputError) and mixed[1].field == "query"
 
 
 def test_u_shape_reorder(tiny_qwen: Path) -> None:
