@@ -256,6 +256,13 @@ class Compressor:
                 "sentences",
                 "return one score per sentence",
             )
+        bad = ~np.isfinite(scores)
+        if bad.any():
+            raise ConfigError(
+                "CompressionConfig.scorer",
+                f"scorer {self.scorer.name!r} returned {int(bad.sum())} non-finite scores (NaN or inf)",
+                "check the probe file (probe_path) or the custom scorer; scores must be finite numbers",
+            )
         return scores
 
     def place(self, query: str, cands: Candidates, scores: np.ndarray, kept: Sequence[bool]) -> list[int]:
