@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -84,6 +84,11 @@ class ProbeFeatures:
         layers: The probe layers, in the order of ``mass``'s first axis.
         n_windows: Number of prefills.
         n_context_tokens: Proxy tokens of all sentences together.
+        group_mass: ``{group: [L, H, S]}`` the same for other probe-row groups (``"query"``: every
+            question token reads the context), when asked for.
+        hidden: ``{layer: [S, D]}`` mean hidden state of each sentence after that layer, when asked for.
+        query_hidden: ``{layer: {group: [D]}}`` mean hidden state of each probe-row group (averaged
+            over windows), when hidden layers were asked for.
     """
 
     mass: np.ndarray
@@ -91,18 +96,25 @@ class ProbeFeatures:
     layers: tuple[int, ...]
     n_windows: int
     n_context_tokens: int
+    group_mass: dict[str, np.ndarray] = field(default_factory=dict)
+    hidden: dict[int, np.ndarray] = field(default_factory=dict)
+    query_hidden: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
-    def lift(self) -> np.ndarray:
+    def lift(self, group: str = "last") -> np.ndarray:
         """Attention per token relative to uniform attention over the context, ``[L, H, S]``.
 
         1.0 means a sentence receives exactly its share of the context's tokens; sentences with
         no proxy token of their own get 0.
 
+        Args:
+            group: Probe-row group (``"last"``: :attr:`mass`; others from :attr:`group_mass`).
+
         Returns:
             The lift array.
         """
+        mass = self.mass if group == "last" else self.group_mass[group]
         ntok = np.maximum(self.n_tokens, 1).astype(np.float32)  # [S]
-        out = self.mass / ntok[None, None, :] * float(max(self.n_context_tokens, 1))  # [L, H, S]
+        out = mass / ntok[None, None, :] * float(max(self.n_context_tokens, 1))  # [L, H, S]
         out[..., self.n_tokens == 0] = 0.0
         return out
 
@@ -145,6 +157,30 @@ def build_prompt(
     for a, b, g in spans:
         char_seg[a:b] = g
     return prompt, char_seg
+
+
+def query_span(prompt: str, query: str, template: PromptTemplate, *, focus: bool) -> tuple[int, int]:
+    """Characters of the question inside a prompt built by :func:`build_prompt`.
+
+    Args:
+        prompt: The prompt.
+        query: The question.
+        template: The template it was built with.
+        focus: Whether the answer-hint tail was used.
+
+    Returns:
+        ``(start, end)`` character offsets.
+
+    Example:
+        >>> t = PromptTemplate()
+        >>> p = "ctx" + t.tail("Who?", focus=False)
+        >>> a, b = query_span(p, "Who?", t, focus=False)
+        >>> p[a:b]
+        'Who?'
+    """
+    tail = template.tail(query, focus=focus)
+    start = len(prompt) - len(tail) + template.question.index("{q}")
+    return start, start + len(query)
 
 
 def pack_windows(
@@ -240,9 +276,16 @@ class Prober:
         return pack_windows(self.cands, self.cands.token_counts(counter), cap)
 
     def features(
-        self, query: str, *, layers: Sequence[int], m: int = 1, focus: bool = False
+        self,
+        query: str,
+        *,
+        layers: Sequence[int],
+        m: int = 1,
+        focus: bool = False,
+        groups: Sequence[str] = ("last",),
+        hidden_layers: Sequence[int] = (),
     ) -> ProbeFeatures:
-        """Attention features of every sentence for ``query`` (one prefill per window).
+        """Attention (and hidden-state) features of every sentence for ``query``, one prefill per window.
 
         Each window's masses are weighted by its share of all context tokens, so every
         ``(layer, head)`` sums to 1 over all sentences of the call.
@@ -250,13 +293,16 @@ class Prober:
         Args:
             query: The question.
             layers: Probe layers (non-negative).
-            m: Trailing positions that read the context.
+            m: Trailing positions that read the context (the ``"last"`` group).
             focus: End the prompt with the answer hint and read from its last token.
+            groups: Probe-row groups (``"last"`` always; ``"query"``: every question token).
+            hidden_layers: Layers whose hidden states are pooled per sentence.
 
         Returns:
             The features (``n_windows`` = prefills run for them).
         """
         s_total = len(self.cands.sentences)
+        groups = ("last", *[g for g in groups if g != "last"])
         windows = self.windows(query, focus=focus)
         prompts = []
         for units in windows:
@@ -264,9 +310,10 @@ class Prober:
             base = units[0].first
             local = np.where(char_seg >= 0, char_seg - base, -1)  # [C]
             n_local = units[-1].first + len(units[-1].sentences) - base
-            prompts.append(SegmentedPrompt(text, local, n_local))
+            span = query_span(text, query, self.template, focus=focus)
+            prompts.append(SegmentedPrompt(text, local, n_local, span))
         t = time.perf_counter()
-        results = self.lm.prefill(prompts, layers=layers, m=m)
+        results = self.lm.prefill(prompts, layers=layers, m=m, groups=groups, hidden_layers=hidden_layers)
         self.seconds += time.perf_counter() - t
         self.n_prefills += len(results)
         n_tokens = np.zeros(s_total, dtype=np.int64)  # [S]
@@ -275,10 +322,35 @@ class Prober:
             base = units[0].first
             n_tokens[base : base + len(res.segment_tokens)] = res.segment_tokens
             n_ctx += int(res.segment_tokens.sum())
-        first = results[0].mass
-        full = np.zeros((first.shape[0], first.shape[1], s_total), dtype=np.float32)  # [L, H, S]
-        for units, res in zip(windows, results, strict=True):
-            base = units[0].first
-            n_w = int(res.segment_tokens.sum())
-            full[:, :, base : base + res.mass.shape[2]] = res.mass * (n_w / max(n_ctx, 1))
-        return ProbeFeatures(full, n_tokens, tuple(layers), len(windows), n_ctx)
+        merged: dict[str, np.ndarray] = {}
+        for g in groups:
+            first = results[0].mass[g]
+            full = np.zeros((first.shape[0], first.shape[1], s_total), dtype=np.float32)  # [L, H, S]
+            for units, res in zip(windows, results, strict=True):
+                base = units[0].first
+                n_w = int(res.segment_tokens.sum())
+                full[:, :, base : base + res.mass[g].shape[2]] = res.mass[g] * (n_w / max(n_ctx, 1))
+            merged[g] = full
+        hidden: dict[int, np.ndarray] = {}
+        query_hidden: dict[int, dict[str, np.ndarray]] = {}
+        for li in hidden_layers:
+            dim = results[0].hidden[li].shape[1]
+            h = np.zeros((s_total, dim), dtype=np.float32)  # [S, D]
+            for units, res in zip(windows, results, strict=True):
+                base = units[0].first
+                h[base : base + res.hidden[li].shape[0]] = res.hidden[li]
+            hidden[li] = h
+            query_hidden[li] = {
+                g: np.mean([res.group_hidden[li][g] for res in results], axis=0).astype(np.float32)
+                for g in groups
+            }
+        return ProbeFeatures(
+            merged["last"],
+            n_tokens,
+            tuple(layers),
+            len(windows),
+            n_ctx,
+            {g: v for g, v in merged.items() if g != "last"},
+            hidden,
+            query_hidden,
+        )

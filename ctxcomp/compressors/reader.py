@@ -181,7 +181,7 @@ class Reader:
             return np.zeros((n_layers, 0), dtype=np.float32)
         prompt, char_slot = slot_prompt(query, docs, self.template)
         (res,) = self.lm.prefill([SegmentedPrompt(prompt, char_slot, k)], layers=range(n_layers), m=1)
-        arr = res.mass.mean(axis=1).astype(np.float32)  # [L, K]
+        arr = res.mass["last"].mean(axis=1).astype(np.float32)  # [L, K]
         with self._memo_lock:
             self._memo[key] = arr
             while len(self._memo) > 16:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,19 +41,24 @@ class SegmentedPrompt:
         text: The prompt.
         char_segments: ``[C]`` int64 segment id of every character, ``-1`` outside any segment.
         num_segments: Number of segments (ids are ``0 .. num_segments - 1``).
+        query_span: ``(start, end)`` characters of the question, for the ``"query"`` probe-row group.
     """
 
     text: str
     char_segments: np.ndarray
     num_segments: int
+    query_span: tuple[int, int] | None = None
 
     @classmethod
-    def from_spans(cls, text: str, spans: Sequence[tuple[int, int]]) -> SegmentedPrompt:
+    def from_spans(
+        cls, text: str, spans: Sequence[tuple[int, int]], query_span: tuple[int, int] | None = None
+    ) -> SegmentedPrompt:
         """Build from character spans, span ``i`` being segment ``i``.
 
         Args:
             text: The prompt.
             spans: ``(start, end)`` character offsets, one per segment.
+            query_span: Characters of the question, if the ``"query"`` group is wanted.
 
         Returns:
             The prompt.
@@ -65,24 +70,33 @@ class SegmentedPrompt:
         seg = np.full(len(text), -1, dtype=np.int64)  # [C]
         for i, (a, b) in enumerate(spans):
             seg[a:b] = i
-        return cls(text, seg, len(spans))
+        return cls(text, seg, len(spans), query_span)
+
+
+#: Probe-row groups :meth:`ProbedLM.prefill` knows: the prompt's last ``m`` tokens, and every token
+#: of the question (:attr:`SegmentedPrompt.query_span`).
+ROW_GROUPS = ("last", "query")
 
 
 @dataclass(frozen=True)
 class PrefillResult:
-    """What one probed prefill measured.
+    """What one probed prefill measured for one prompt.
 
     Attributes:
-        mass: ``[L, H, S]`` attention share of each segment, per probe layer (in the order asked)
-            and query head, averaged over the probe rows; each ``(layer, head)`` sums to 1 over
-            segments (attention to tokens outside segments is renormalised away).
+        mass: ``{group: [L, H, S]}`` attention share of each segment, per probe layer (in the order
+            asked) and query head, averaged over the group's probe rows; each ``(layer, head)`` sums
+            to 1 over segments (attention to tokens outside segments is renormalised away).
+        hidden: ``{layer: [S, D]}`` mean hidden state of each segment's tokens after that layer.
+        group_hidden: ``{layer: {group: [D]}}`` mean hidden state over each group's rows.
         segment_tokens: ``[S]`` number of prompt tokens assigned to each segment.
         n_tokens: Prompt length in tokens.
     """
 
-    mass: np.ndarray
+    mass: dict[str, np.ndarray]
     segment_tokens: np.ndarray
     n_tokens: int
+    hidden: dict[int, np.ndarray] = field(default_factory=dict)
+    group_hidden: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def resolve_device(device: str) -> str:
@@ -265,16 +279,28 @@ class ProbedLM:
 
     # ------------------------------------------------------------------ the probed prefill
     def prefill(
-        self, prompts: Sequence[SegmentedPrompt], *, layers: Sequence[int], m: int
+        self,
+        prompts: Sequence[SegmentedPrompt],
+        *,
+        layers: Sequence[int],
+        m: int = 1,
+        groups: Sequence[str] = ("last",),
+        hidden_layers: Sequence[int] = (),
+        batch_tokens: int | None = None,
     ) -> list[PrefillResult]:
-        """Run one truncated, probed prefill per prompt.
+        """Run truncated, probed prefills of ``prompts``, several to a (left-padded) batch.
 
-        The forward pass stops after the deepest of ``layers``; no logits are computed.
+        The forward pass stops after the deepest layer asked for; no logits are computed.
+        Prompts of similar length share a batch of at most ``batch_tokens`` padded tokens; results
+        equal one-prompt prefills up to float rounding.
 
         Args:
             prompts: The prompts with their character -> segment maps.
-            layers: Probe layers (non-negative indices).
-            m: Trailing prompt positions whose attention is read (clipped to the prompt length).
+            layers: Probe layers (non-negative).
+            m: Trailing prompt positions read by the ``"last"`` group (clipped to the prompt length).
+            groups: Probe-row groups to read, from :data:`ROW_GROUPS`.
+            hidden_layers: Layers whose outputs are pooled per segment (and per group).
+            batch_tokens: Padded tokens per batch (default: 16k on CUDA, one prompt at a time on CPU).
 
         Returns:
             One :class:`PrefillResult` per prompt, in order.
@@ -284,20 +310,110 @@ class ProbedLM:
         """
         import torch
 
-        lays = tuple(layers)
-        out = []
-        for p in prompts:
-            enc = self.tokenizer(p.text, return_offsets_mapping=True, add_special_tokens=True)
-            seg = token_segments(enc["offset_mapping"], p.char_segments)  # [N]
-            ids = torch.tensor([enc["input_ids"]], device=self.device)  # [1, N]
-            with self.lock:
-                per_layer = run_probe(
-                    self.model, ids, seg, p.num_segments, layers=lays, m=m, backend=self.backend
+        from ctxcomp.models.attention import ProbeRow, install_hidden_hooks
+
+        unknown = set(groups) - set(ROW_GROUPS)
+        if unknown or not groups:
+            raise ConfigError(
+                "groups", f"unknown probe-row groups {sorted(unknown)}", f"use some of {ROW_GROUPS}"
+            )
+        lays, hid = tuple(layers), tuple(hidden_layers)
+        if hid:
+            install_hidden_hooks(self.model)
+        if not prompts:
+            return []
+        enc = self.tokenizer([p.text for p in prompts], return_offsets_mapping=True, add_special_tokens=True)
+        ids = [list(x) for x in enc["input_ids"]]
+        segs = [
+            token_segments(off, p.char_segments)
+            for off, p in zip(enc["offset_mapping"], prompts, strict=True)
+        ]
+        if batch_tokens is None:
+            batch_tokens = 16384 if self.device.startswith("cuda") else 0
+        pad = self.tokenizer.pad_token_id
+        pad = int(pad) if pad is not None else 0
+        out: list[PrefillResult | None] = [None] * len(prompts)
+        for batch in _length_buckets([len(x) for x in ids], batch_tokens):
+            n = max(len(ids[i]) for i in batch)
+            rows, mask = [], []
+            for i in batch:
+                shift = n - len(ids[i])
+                seg = np.concatenate([np.full(shift, -1, dtype=np.int64), segs[i]])  # [N]
+                rows.append(
+                    ProbeRow(seg, prompts[i].num_segments, _row_groups(groups, prompts[i], enc, i, m, shift))
                 )
-            mass = np.stack([per_layer[li] for li in lays])  # [L, H, S]
-            counts = np.bincount(seg[seg >= 0], minlength=p.num_segments).astype(np.int64)  # [S]
-            out.append(PrefillResult(mass, counts, int(ids.shape[1])))
-        return out
+                mask.append([0] * shift + [1] * len(ids[i]))
+            x = torch.tensor(
+                [[pad] * (n - len(ids[i])) + ids[i] for i in batch], device=self.device
+            )  # [B, N]
+            attn = torch.tensor(mask, device=self.device) if len(batch) > 1 else None  # [B, N]
+            with self.lock:
+                res = run_probe(
+                    self.model,
+                    x,
+                    rows,
+                    layers=lays,
+                    backend=self.backend,
+                    attention_mask=attn,
+                    hidden_layers=hid,
+                )
+            for i, r in zip(batch, res, strict=True):
+                seg = segs[i]
+                counts = np.bincount(seg[seg >= 0], minlength=prompts[i].num_segments).astype(np.int64)  # [S]
+                out[i] = PrefillResult(
+                    mass={
+                        g: np.stack([r.mass[li][k] for li in lays]) if lays else np.zeros((0, 0, 0))
+                        for k, g in enumerate(groups)
+                    },
+                    segment_tokens=counts,
+                    n_tokens=len(ids[i]),
+                    hidden=r.hidden,
+                    group_hidden={
+                        li: {g: v[k] for k, g in enumerate(groups)} for li, v in r.group_hidden.items()
+                    },
+                )
+        return [r for r in out if r is not None]
 
     def __repr__(self) -> str:
         return f"ProbedLM({self.spec!r}, loaded={self.loaded})"
+
+
+def _length_buckets(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, at most ``batch_tokens`` padded tokens each."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and (len(cur) + 1) * lengths[i] > batch_tokens:
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _row_groups(
+    groups: Sequence[str], prompt: SegmentedPrompt, enc: Any, i: int, m: int, shift: int
+) -> list[np.ndarray]:
+    """Absolute (padded) positions of each probe-row group of prompt ``i``."""
+    n = len(enc["input_ids"][i])
+    out = []
+    for g in groups:
+        if g == "last":
+            pos = np.arange(n - min(m, n), n)
+        else:
+            span = prompt.query_span
+            offs = enc["offset_mapping"][i]
+            pos = np.array(
+                [
+                    t
+                    for t, (a, b) in enumerate(offs)
+                    if span is not None and b > a and a < span[1] and b > span[0]
+                ],
+                dtype=np.int64,
+            )
+            if len(pos) == 0:
+                pos = np.arange(n - 1, n)
+        out.append(pos.astype(np.int64) + shift)
+    return out
