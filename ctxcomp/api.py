@@ -20,11 +20,12 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ctxcomp.compressors.probe import Prober, PromptTemplate
+from ctxcomp.compressors.probe import Prober, PromptTemplate, prefetch
 from ctxcomp.compressors.prune import (
     DOC_SEPARATOR,
     DocCounts,
@@ -47,10 +48,12 @@ from ctxcomp.types import (
     CompressedContext,
     CompressedDocument,
     DocLike,
+    Document,
     ScoredSentence,
     Sentence,
     Stats,
     as_documents,
+    check_call,
 )
 
 
@@ -224,7 +227,10 @@ class Compressor:
         Returns:
             The prober (nothing runs until its ``features`` is called).
         """
-        return Prober(self.proxy, cands, self.template, self.config.max_proxy_tokens)
+        cfg = self.config
+        return Prober(
+            self.proxy, cands, self.template, cfg.max_proxy_tokens, batch_tokens=cfg.prefill_batch_tokens
+        )
 
     def score(self, query: str, docs: Sequence[DocLike]) -> tuple[list[Sentence], np.ndarray, int]:
         """Score every sentence of ``docs`` for ``query`` without pruning.
@@ -315,32 +321,50 @@ class Compressor:
             >>> docs = ["Ann wrote it. Bob read it."]
             >>> ctx = Compressor().compress("Who?", docs, ratio=0.5)  # doctest: +SKIP
         """
+        return self._finish(self._begin(query, docs, budget, ratio))
+
+    def _begin(self, query: Any, docs: Any, budget: Any, ratio: Any) -> _Call:
+        """Validate, split and count one call (no prefill yet)."""
         t0 = time.perf_counter()
-        timings: dict[str, float] = {}
         query = check_query(query)
         documents = as_documents(docs)
+        budget, ratio = check_call(query, documents, budget, ratio, max_chars=self.config.max_input_chars)
         if budget is not None or ratio is not None:
             resolve_budget(1, budget, ratio)  # validate before any work
         self.load()
-        reader = self.reader_tokens
         t = time.perf_counter()
         cands = split_documents(documents, max_chars=self.config.max_sentence_chars)
-        timings["split"] = time.perf_counter() - t
-        original = reader.count(DOC_SEPARATOR.join(d.text for d in documents))
-        token_budget = resolve_budget(original, budget, ratio)
+        split_s = time.perf_counter() - t
+        original = self.reader_tokens.count(DOC_SEPARATOR.join(d.text for d in documents))
+        call = _Call(
+            query, documents, cands, self.prober(cands), original, resolve_budget(original, budget, ratio), t0
+        )
+        call.timings["split"] = split_s
+        return call
+
+    def _finish(self, call: _Call) -> CompressedContext:
+        """Score (reusing prefetched prefills), select, place, fit and assemble one call."""
+        query, documents, cands, prober, timings = (
+            call.query,
+            call.documents,
+            call.cands,
+            call.prober,
+            call.timings,
+        )
+        reader = self.reader_tokens
         scores = np.zeros(len(cands.sentences))
-        prober = self.prober(cands)
         t = time.perf_counter()
+        seconds_before = prober.seconds
         if cands.sentences:
             scores = self._checked_scores(query, cands, prober)
         timings["probe"] = prober.seconds
-        timings["score"] = time.perf_counter() - t - prober.seconds
+        timings["score"] = time.perf_counter() - t - (prober.seconds - seconds_before)
         t = time.perf_counter()
         n_tok = cands.token_counts(reader)
         kept = select(
             scores,
             n_tok,
-            token_budget,
+            call.budget,
             count=DocCounts(documents, cands.sentences, cands.doc_of, count=reader.count).total,
         )
         timings["prune"] = time.perf_counter() - t
@@ -351,16 +375,17 @@ class Compressor:
         kept, text, kept_tokens = fit_exactly(
             kept,
             scores,
-            token_budget,
+            call.budget,
             render=lambda k: assemble(documents, order, cands.sentences, k),
             count=reader.count,
         )
         timings["fit"] = time.perf_counter() - t
-        timings["total"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - call.t0
+        original = call.original
         stats = Stats(
             original_tokens=original,
             kept_tokens=kept_tokens,
-            budget=token_budget,
+            budget=call.budget,
             ratio=(original / kept_tokens) if kept_tokens else (1.0 if original == 0 else math.inf),
             timings=timings,
             proxy_model=self.proxy.model_id,
@@ -400,16 +425,31 @@ class Compressor:
             >>> Compressor().compress_batch([("q?", ["A. B."])], ratio=0.5)  # doctest: +SKIP
         """
         seq = list(items)
-        it: Iterable[Any] = seq
+        calls: list[_Call | BaseException] = []
+        for n, item in enumerate(seq):
+            try:
+                q, d, b, r = _batch_item(n, item, budget, ratio)
+                calls.append(self._begin(q, d, b, r))
+            except Exception as err:
+                if not return_exceptions:
+                    raise
+                calls.append(err)
+        live = [c for c in calls if isinstance(c, _Call) and c.cands.sentences]
+        requests = getattr(self.scorer, "probe_requests", None)
+        if live and requests is not None:  # every item's prefills in shared, length-bucketed batches
+            prefetch([(c.prober, req) for c in live for req in requests(c.query)])
+        it: Iterable[Any] = calls
         if progress:
             from tqdm.auto import tqdm
 
-            it = tqdm(seq, desc="compress", unit="item")
+            it = tqdm(calls, desc="compress", unit="item")
         out: list[Any] = []
-        for n, item in enumerate(it):
+        for c in it:
+            if not isinstance(c, _Call):
+                out.append(c)
+                continue
             try:
-                q, d, b, r = _batch_item(n, item, budget, ratio)
-                out.append(self.compress(q, d, budget=b, ratio=r))
+                out.append(self._finish(c))
             except Exception as err:
                 if not return_exceptions:
                     raise
@@ -435,6 +475,20 @@ class Compressor:
             >>> asyncio.run(Compressor().acompress("q?", ["A."]))  # doctest: +SKIP
         """
         return await asyncio.to_thread(self.compress, query, docs, budget=budget, ratio=ratio)
+
+
+@dataclass
+class _Call:
+    """One compression call between its validation and its result."""
+
+    query: str
+    documents: list[Document]
+    cands: Candidates
+    prober: Prober
+    original: int
+    budget: int
+    t0: float
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _batch_item(

@@ -12,8 +12,13 @@ with :class:`Fields`); other top-level keys are carried to the output under ``ex
 
 Results out: :func:`output_record` (``id``, ``line``, ``text``, kept ``sentences`` with
 provenance, kept ``documents`` with metadata, ``stats``, ``extra``); failures:
-:func:`error_record` (``line``, ``id``, ``error``, ``field``, ``reason``). Non-finite numbers
-become ``null``, so every record is valid JSON.
+:func:`error_record` (``line``, ``id``, ``error``, ``field``, ``reason``; ``field`` is never
+null). Non-finite numbers become ``null``, so every record is valid JSON.
+
+Text in: strict UTF-8 JSON; numbers must be finite (``NaN``, ``Infinity`` and overflowing literals
+such as ``1e999`` are errors); a string holding a lone surrogate (an escape like ``"\\ud800"``)
+anywhere in a document or record is an :class:`~ctxcomp.errors.InputError` naming its path,
+never repaired (ctxcomp quotes text verbatim).
 
 Example:
     >>> parse_document({"id": 7, "text": "Paris.", "url": "x"}, where="docs[0]")
@@ -26,12 +31,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ctxcomp.errors import CtxcompError, FieldError, InputError
-from ctxcomp.types import CompressedContext, Document
+from ctxcomp.types import CompressedContext, Document, find_lone_surrogate
 
 _DOC_SHAPE = '{"id": "...", "text": "...", "metadata": {...}}'
 
@@ -85,6 +91,9 @@ def parse_document(obj: Any, *, where: str, default_id: str | None = None) -> Do
         >>> parse_document("Paris.", where="docs[0]", default_id="0").id
         '0'
     """
+    bad = find_lone_surrogate(obj, where)
+    if bad is not None:
+        raise _surrogate_error(bad)
     if isinstance(obj, str):
         if default_id is None:
             raise InputError(where, "is a bare string but an id is required", f"write {_DOC_SHAPE}")
@@ -176,8 +185,24 @@ def valid_id(obj: Any, fields: Fields) -> str | int | None:
     return v
 
 
+def _surrogate_error(path: str) -> InputError:
+    return InputError(
+        path,
+        "holds a lone surrogate (an escape such as \\ud800 that is not valid Unicode)",
+        "write valid Unicode text (a surrogate pair, or the character itself in UTF-8); ctxcomp never "
+        "repairs text it must quote verbatim",
+    )
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"number {text[:20]} is out of range for a double")
+    return x
 
 
 def load_json(text: str | bytes, where: str = "line") -> Any:
@@ -191,11 +216,16 @@ def load_json(text: str | bytes, where: str = "line") -> Any:
         The parsed value.
 
     Raises:
-        InputError: Not UTF-8 or not valid JSON (with the full reason).
+        InputError: Not UTF-8, not valid JSON, a non-finite number (``NaN``, ``1e999``) or nested
+            too deeply (with the full reason).
 
     Example:
         >>> load_json('{"a": 1}')
         {'a': 1}
+        >>> load_json('[1e999]')  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ctxcomp.errors.InputError: line: is not valid JSON (number 1e999 is out of range for a double)...
     """
     if isinstance(text, bytes):
         try:
@@ -205,7 +235,7 @@ def load_json(text: str | bytes, where: str = "line") -> Any:
                 where, f"is not valid UTF-8 ({err.reason} at byte {err.start})", "write UTF-8"
             ) from err
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as err:
         raise InputError(
             where, f"is not valid JSON ({err.msg} at column {err.colno})", "write one JSON object a line"
@@ -214,6 +244,8 @@ def load_json(text: str | bytes, where: str = "line") -> Any:
         raise InputError(
             where, f"is not valid JSON ({err})", "write null or a finite number instead"
         ) from err
+    except RecursionError as err:
+        raise InputError(where, "is nested too deeply to parse", "flatten the JSON value") from err
 
 
 def parse_record(obj: Any, fields: Fields) -> Record:
@@ -239,6 +271,9 @@ def parse_record(obj: Any, fields: Fields) -> Record:
     for name in (fields.id, fields.query, fields.docs):
         if name not in obj:
             raise InputError(name, "is missing", f"write {shape}")
+    bad = find_lone_surrogate(obj)
+    if bad is not None:
+        raise _surrogate_error(bad)
     ident = valid_id(obj, fields)
     if ident is None:
         raise InputError(
@@ -322,8 +357,45 @@ def output_record(line: int | None, rec: Record, ctx: CompressedContext) -> dict
     return {"id": rec.id, "line": line, **result_record(ctx), "extra": rec.extra}
 
 
+_FIELD_PREFIX = re.compile(r"^([A-Za-z_$][\w.\[\]'\"$/-]*): ")
+
+
+def error_field(err: BaseException) -> str:
+    """The field an error is about: a :class:`~ctxcomp.errors.FieldError`'s ``field``, the
+    ``field:`` prefix of another ctxcomp error's message (``proxy_model``, ``probe_path``), else
+    ``"record"`` (the record as a whole, e.g. an unexpected failure while compressing it).
+
+    Example:
+        >>> error_field(InputError("docs[0].text", "is empty", "x")), error_field(KeyError("k"))
+        ('docs[0].text', 'record')
+    """
+    if isinstance(err, FieldError):
+        return err.field
+    if isinstance(err, CtxcompError):
+        m = _FIELD_PREFIX.match(str(err))
+        if m:
+            return m.group(1)
+    return "record"
+
+
+def error_reason(err: BaseException) -> str:
+    """A readable reason: a ctxcomp error's message, or the type and message of anything else.
+
+    Example:
+        >>> error_reason(TypeError("bad operand"))
+        'unexpected TypeError while compressing this record: bad operand. Fix: report it as a ctxcomp bug.'
+    """
+    if isinstance(err, CtxcompError):
+        return str(err)
+    detail = str(err) or repr(err)
+    return (
+        f"unexpected {type(err).__name__} while compressing this record: {detail}. "
+        "Fix: report it as a ctxcomp bug."
+    )
+
+
 def error_record(line: int | None, ident: str | int | None, err: BaseException) -> dict[str, Any]:
-    """The errors-file line of a record that was not compressed.
+    """The errors-file line of a record that was not compressed (``field`` and ``reason`` always set).
 
     Example:
         >>> error_record(3, "q1", InputError("query", "is empty", "write it"))["field"]
@@ -333,8 +405,8 @@ def error_record(line: int | None, ident: str | int | None, err: BaseException) 
         "line": line,
         "id": ident,
         "error": type(err).__name__,
-        "field": err.field if isinstance(err, FieldError) else None,
-        "reason": str(err),
+        "field": error_field(err),
+        "reason": error_reason(err),
     }
 
 
@@ -401,6 +473,8 @@ __all__ = [
     "Record",
     "SupportsCompress",
     "compress_record",
+    "error_field",
+    "error_reason",
     "error_record",
     "finite",
     "load_json",

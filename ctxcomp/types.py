@@ -1,4 +1,10 @@
-"""Typed, immutable values that flow through the pipeline.
+"""Typed, immutable values that flow through the pipeline, and the checks on what callers pass.
+
+Text policy: ctxcomp never alters text (kept sentences are quoted verbatim), so text that is not
+valid Unicode is rejected, never repaired: a lone surrogate (``"\\ud800"``, what Python makes of
+undecodable bytes with ``surrogateescape`` and what a JSON ``"\\ud800"`` escape decodes to) in a
+query, a document id or text raises :class:`~ctxcomp.errors.InputError` naming the field and the
+character position. Files are decoded as strict UTF-8 by their readers, which name ``FILE:line``.
 
 Example:
     >>> from ctxcomp.types import Document
@@ -8,11 +14,145 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import numbers
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ctxcomp.errors import InputError
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNICODE_FIX = (
+    "pass valid Unicode: decode input bytes as UTF-8 with errors='strict' (or repair them yourself, "
+    "e.g. errors='replace'); ctxcomp quotes text verbatim, so it never repairs it"
+)
+
+
+def lone_surrogate(text: str) -> int | None:
+    """Index of the first lone surrogate in ``text`` (text that cannot be encoded as UTF-8), or ``None``.
+
+    Example:
+        >>> lone_surrogate("ok"), lone_surrogate("a\\ud800b")
+        (None, 1)
+    """
+    m = _SURROGATE.search(text)
+    return None if m is None else m.start()
+
+
+def check_text(field_name: str, text: str) -> str:
+    """Raise unless ``text`` is valid Unicode (no lone surrogate).
+
+    Args:
+        field_name: Name for the message (``query``, ``docs[2].text``).
+        text: The string.
+
+    Returns:
+        ``text`` unchanged.
+
+    Raises:
+        InputError: ``text`` holds a lone surrogate; the message gives its position.
+
+    Example:
+        >>> check_text("query", "caf\\udce9?")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ctxcomp.errors.InputError: query: holds a lone surrogate U+DCE9 at character 3 ...
+    """
+    at = lone_surrogate(text)
+    if at is not None:
+        raise InputError(
+            field_name,
+            f"holds a lone surrogate U+{ord(text[at]):04X} at character {at} (not valid Unicode; "
+            "undecodable bytes or a broken \\ud800-style escape)",
+            _UNICODE_FIX,
+        )
+    return text
+
+
+def find_lone_surrogate(obj: Any, path: str = "") -> str | None:
+    """Path of the first string (key or value) holding a lone surrogate in a JSON-like value.
+
+    Iterative, so deeply nested values cannot exhaust the stack.
+
+    Args:
+        obj: Strings, lists, tuples and dicts, nested.
+        path: Path of ``obj`` itself (``docs[0]``); ``""`` for the root.
+
+    Returns:
+        The path (``docs[1].metadata.title``), or ``None``.
+
+    Example:
+        >>> find_lone_surrogate({"docs": ["ok", {"text": "\\udc80"}]})
+        'docs[1].text'
+    """
+    stack: list[tuple[Any, str]] = [(obj, path)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return where or "value"
+        elif isinstance(value, Mapping):
+            items = list(value.items())
+            for k, v in reversed(items):
+                key = str(k)
+                if isinstance(k, str) and _SURROGATE.search(k):
+                    return f"{where}.<key>" if where else "<key>"
+                stack.append((v, f"{where}.{key}" if where else key))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(value))))
+    return None
+
+
+def json_path(loc: Sequence[Any]) -> str:
+    """A JSONPath (``$.heads[3][0]``) from a pydantic error location.
+
+    Example:
+        >>> json_path(("heads", 3, 0)), json_path(()), json_path(("groups", "a b"))
+        ('$.heads[3][0]', '$', "$.groups['a b']")
+    """
+    out = "$"
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).isidentifier():
+            out += f".{part}"
+        else:
+            out += f"[{str(part)!r}]"
+    return out
+
+
+def first_problem(err: Any) -> tuple[str, str]:
+    """``(JSONPath, problem)`` of the first error of a pydantic ``ValidationError``.
+
+    Args:
+        err: The ``ValidationError`` (anything with ``errors()``).
+
+    Returns:
+        The path of the offending value and a readable problem (``is missing``, ``must be ...``).
+
+    Example:
+        >>> from pydantic import BaseModel, ValidationError
+        >>> class M(BaseModel):
+        ...     x: int
+        >>> try:
+        ...     M.model_validate({})
+        ... except ValidationError as e:
+        ...     first_problem(e)
+        ('$.x', 'is missing')
+    """
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "list["))))
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "missing":
+        return json_path(loc), "is missing"
+    if first["type"] == "extra_forbidden":
+        return json_path(loc), "is not a known field"
+    got = first.get("input")
+    shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return json_path(loc), f"{msg[0].lower() + msg[1:] if msg else 'is invalid'} (got {shown})"
 
 
 @dataclass(frozen=True)
@@ -48,6 +188,8 @@ class Document:
                 f"must be a mapping, got {type(self.metadata).__name__}",
                 "pass a dict (or omit it)",
             )
+        check_text("Document.id", self.id)
+        check_text(f"Document[{self.id!r}].text", self.text)
         object.__setattr__(self, "metadata", dict(self.metadata))
 
 
@@ -67,7 +209,8 @@ def as_documents(docs: Iterable[DocLike], *, field_name: str = "docs") -> list[D
         A new list of Documents.
 
     Raises:
-        InputError: An item is neither str nor Document, or two documents share an id.
+        InputError: ``docs`` is not a list (``None``, a number, a dict, a single string), an item is
+            neither str nor Document, a text is not valid Unicode, or two documents share an id.
 
     Example:
         >>> [d.id for d in as_documents(["a", "b"])]
@@ -77,13 +220,19 @@ def as_documents(docs: Iterable[DocLike], *, field_name: str = "docs") -> list[D
         raise InputError(
             field_name, "must be a list of documents, got a single item", f"wrap it: [{field_name}]"
         )
+    if docs is None or isinstance(docs, Mapping) or not isinstance(docs, Iterable):
+        raise InputError(
+            field_name,
+            f"must be a list of documents, got {type(docs).__name__}",
+            "pass a list of strings or ctxcomp.Document objects ([] for none)",
+        )
     out: list[Document] = []
     seen: set[str] = set()
     for i, d in enumerate(docs):
         if isinstance(d, Document):
             doc = d
         elif isinstance(d, str):
-            doc = Document(id=str(i), text=d)
+            doc = Document(id=str(i), text=check_text(f"{field_name}[{i}]", d))
         else:
             raise InputError(
                 f"{field_name}[{i}]",
@@ -97,6 +246,65 @@ def as_documents(docs: Iterable[DocLike], *, field_name: str = "docs") -> list[D
         seen.add(doc.id)
         out.append(doc)
     return out
+
+
+def plain_number(value: Any) -> Any:
+    """``value`` as a plain ``int``/``float`` when it is a numpy or other ``numbers`` scalar.
+
+    Leaves ``None``, ``bool`` and non-numbers alone (the budget check names those).
+
+    Example:
+        >>> import numpy as np
+        >>> plain_number(np.float32(0.5)), type(plain_number(np.int64(3)))
+        (0.5, <class 'int'>)
+    """
+    if value is None or isinstance(value, (bool, int, float)) or not isinstance(value, numbers.Real):
+        return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def check_call(
+    query: str,
+    documents: Sequence[Document],
+    budget: Any,
+    ratio: Any,
+    *,
+    max_chars: int | None,
+) -> tuple[Any, Any]:
+    """The checks of one compression call that need no model: text validity and total size.
+
+    Args:
+        query: The question (already checked to be a non-empty str).
+        documents: The documents (from :func:`as_documents`).
+        budget: The ``budget`` argument; numpy integers become ``int``.
+        ratio: The ``ratio`` argument; numpy floats become ``float``.
+        max_chars: ``CompressionConfig.max_input_chars`` (``None``: no limit).
+
+    Returns:
+        ``(budget, ratio)`` as plain Python numbers.
+
+    Raises:
+        InputError: The query holds a lone surrogate, or the query and documents together exceed
+            ``max_chars`` characters.
+
+    Example:
+        >>> check_call("q?", [Document("a", "x" * 10)], None, 0.5, max_chars=5)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ctxcomp.errors.InputError: docs: hold 12 characters with the query, over the limit of 5 ...
+    """
+    check_text("query", query)
+    if max_chars is not None:
+        total = len(query) + sum(len(d.text) for d in documents)
+        if total > max_chars:
+            raise InputError(
+                "docs",
+                f"hold {total} characters with the query, over the limit of {max_chars} "
+                "(CompressionConfig.max_input_chars; about 4 characters a token)",
+                "split the documents over several calls, or raise max_input_chars (CLI: --max-input-chars) "
+                "if this machine compresses that much in acceptable time",
+            )
+    return plain_number(budget), plain_number(ratio)
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,15 @@ def test_public_names_are_pinned() -> None:
 
     usage = build_parser().format_usage()  # "{compress,compress-jsonl,...}"
     listed = set(usage[usage.index("{") + 1 : usage.index("}")].split(","))
-    assert listed == {"compress", "compress-jsonl", "index", "query", "train-probe", "calibrate"}
+    assert listed == {
+        "compress",
+        "compress-jsonl",
+        "index",
+        "query",
+        "train-probe",
+        "calibrate",
+        "cache",
+    }
     from ctxcomp.integrations.langchain import CtxcompCompressor, CtxcompReorder, CtxcompRetriever
 
     assert CtxcompCompressor and CtxcompReorder and CtxcompRetriever

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import numbers
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -73,6 +75,14 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--force-probe", dest="force_probe", action="store_true", help="use --probe even for another proxy"
     )
+    p.add_argument(
+        "--max-input-chars",
+        dest="max_input_chars",
+        type=int,
+        metavar="N",
+        help="most characters one call may hold, query and documents together (default 200000, about "
+        "50k tokens; 0: no limit)",
+    )
 
 
 def add_budget_args(p: argparse.ArgumentParser) -> None:
@@ -108,29 +118,43 @@ def config_from_args(args: argparse.Namespace) -> Any:
     for flag in ("force_probe", "force_position_profile"):
         if getattr(args, flag, False):
             fields[flag] = True
+    limit = getattr(args, "max_input_chars", None)
+    if limit is not None:
+        fields["max_input_chars"] = None if limit == 0 else limit
     return CompressionConfig(**fields)
 
 
-def read_docs(stream: IO[str], source: str) -> Iterator[Any]:
+def read_docs(stream: IO[bytes] | IO[str], source: str) -> Iterator[Any]:
     """Documents from a ``--docs`` JSONL stream (:func:`ctxcomp.records.parse_document` rules).
 
     Each non-blank line is a bare JSON string or ``{"id"?, "text", "metadata"?}``; ids default to
-    the line's position among documents.
+    the line's position among documents. Byte streams are decoded line by line as strict UTF-8.
 
     Args:
-        stream: The open text stream.
+        stream: The open stream (binary, or text).
         source: Its name for messages (a path or ``<stdin>``).
 
     Yields:
         :class:`~ctxcomp.Document` objects.
 
     Raises:
-        InputError: Invalid JSON or a bad document, naming ``source:line``.
+        InputError: Invalid UTF-8, invalid JSON or a bad document (a lone surrogate included),
+            naming ``source:line``.
+
+    Example:
+        >>> import io
+        >>> [d.id for d in read_docs(io.BytesIO(b'"a"\\n\\n{"id": "x", "text": "b"}\\n'), "f")]
+        ['0', 'x']
+        >>> list(read_docs(io.BytesIO(b'"caf\\xe9"\\n'), "f"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ctxcomp.errors.InputError: f:1: is not valid UTF-8 ...
     """
     from ctxcomp.records import load_json, parse_document
 
     n = 0
-    for lineno, line in enumerate(stream, start=1):
+    lines: Iterator[str | bytes] = iter(stream)
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{source}:{lineno}"
@@ -153,9 +177,9 @@ def open_docs(spec: str) -> list[Any]:
     import sys
 
     if spec == "-":
-        return list(read_docs(sys.stdin, "<stdin>"))
+        return list(read_docs(getattr(sys.stdin, "buffer", sys.stdin), "<stdin>"))
     try:
-        with open(spec, encoding="utf-8") as fh:
+        with open(spec, "rb") as fh:
             return list(read_docs(fh, spec))
     except OSError as err:
         raise InputError(
@@ -164,25 +188,47 @@ def open_docs(spec: str) -> list[Any]:
 
 
 def print_json(obj: Any) -> None:
-    """Print ``obj`` as one line of valid JSON (non-finite numbers become ``null``).
+    """Print ``obj`` as one line of valid JSON, always: non-finite numbers become ``null``, numpy
+    scalars plain numbers, other objects their ``str``; text that is not valid Unicode is escaped.
 
     Args:
         obj: A JSON-like value.
+
+    Example:
+        >>> print_json({"score": float("nan"), "n": [1, float("inf")]})
+        {"score": null, "n": [1, null]}
     """
     import sys
 
-    json.dump(_finite(obj), sys.stdout, ensure_ascii=False, allow_nan=False)
-    sys.stdout.write("\n")
+    text = json.dumps(json_safe(obj), ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(json_safe(obj), ensure_ascii=True, allow_nan=False)
+    sys.stdout.write(text + "\n")
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every value JSON can hold: NaN/inf -> ``None``, numpy scalars -> numbers,
+    tuples -> lists, non-string keys -> strings, anything else -> its ``str``.
+
+    Example:
+        >>> import numpy as np
+        >>> json_safe({"a": np.float32("nan"), 1: (np.int64(2), object.__new__(type("X", (), {})))})["1"][0]
+        2
+    """
+    if obj is None or isinstance(obj, (bool, str, int)):
+        return obj
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        x = float(obj)
+        return x if math.isfinite(x) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k if isinstance(k, str) else str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+        return [json_safe(v) for v in obj]
+    return str(obj)
 
 
 __all__ = [
@@ -193,6 +239,7 @@ __all__ = [
     "add_budget_args",
     "add_config_args",
     "config_from_args",
+    "json_safe",
     "open_docs",
     "print_json",
     "read_docs",

@@ -39,7 +39,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--docs", required=True, help='JSONL file (or - for stdin): {"id","text","metadata"?} or strings'
     )
-    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="print the full result as JSON (always valid: NaN/inf -> null)"
+    )
     add_budget_args(p)
     add_config_args(p)
     p.set_defaults(func=run)
@@ -55,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
         The exit status.
     """
     from ctxcomp.api import Compressor, check_query
+    from ctxcomp.types import check_text
 
     check_query(args.query)
+    check_text("--query", args.query)  # undecodable bytes in argv arrive as lone surrogates
     docs = open_docs(args.docs)
     result = Compressor(config_from_args(args)).compress(
         args.query, docs, budget=args.budget, ratio=args.ratio

@@ -7,10 +7,13 @@ output line (input order) holds the id, the input ``line`` number, the compresse
 ``documents`` (``id``, ``text``, ``metadata``) and ``stats`` (:mod:`ctxcomp.records`).
 
 A bad line never stops the run: it becomes one ``{"line", "id", "error", "field", "reason"}`` record
-in the errors file, so every input line ends up exactly once in OUT or ERRORS. Exit status: 0 when
-every record was compressed, 3 when any record is in the errors file, 2 on usage errors (bad
-arguments, unreadable input, a model that does not load), 1 on an unexpected failure (rerun with
-``--resume``; nothing written so far is lost). The runner is :mod:`ctxcomp.integrations.jsonl`.
+in the errors file, so every non-blank input line ends up exactly once in OUT or ERRORS. Blank
+lines are not records: they are skipped and counted in the summary on stderr. OUT and the errors
+file are checked to be writable before the model loads. Exit status: 0 when every record was
+compressed, 3 when any record is in the errors file, 2 on usage errors (bad arguments, unreadable
+input, unwritable output, a model that does not load, a write that fails midway: rerun with
+``--resume``), 1 on an unexpected failure (rerun with ``--resume``; nothing written so far is lost).
+The runner is :mod:`ctxcomp.integrations.jsonl`.
 
 Example:
     $ ctxcomp compress-jsonl questions.jsonl compressed.jsonl --ratio 0.3
@@ -22,7 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +46,7 @@ from ctxcomp.integrations.jsonl import (
     Sink,
     count_lines,
     default_errors_path,
+    max_line_bytes_for,
     planned,
     read_done,
     read_lines,
@@ -69,8 +75,8 @@ def add_parser(subparsers: Any) -> None:
         description=(
             'Each IN line: {"id", "query", "docs": [str | {"id", "text", "metadata"}]}. '
             "Each OUT line: id, line, text, sentences (provenance), documents, stats. Bad lines go to "
-            "the errors file and the run goes on. Exit 0: all compressed; 3: some records in the "
-            "errors file; 2: usage error."
+            "the errors file and the run goes on; blank lines are skipped (counted in the summary). "
+            "Exit 0: all compressed; 3: some records in the errors file; 2: usage error."
         ),
     )
     p.add_argument("input", metavar="IN", help="JSONL file, or - for stdin")
@@ -105,9 +111,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--max-line-bytes",
         type=int,
-        default=DEFAULT_MAX_LINE_BYTES,
+        default=None,
         metavar="N",
-        help=f"longer lines are errors, never read whole (default {DEFAULT_MAX_LINE_BYTES})",
+        help=f"longer lines are errors, never read whole (default {DEFAULT_MAX_LINE_BYTES}: "
+        "4 bytes a character of --max-input-chars plus 256 KiB)",
     )
     p.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="where to compress (default local)"
@@ -130,6 +137,34 @@ def add_parser(subparsers: Any) -> None:
     add_budget_args(p)
     add_config_args(p)
     p.set_defaults(func=run)
+
+
+def _check_writable(what: str, path: Path) -> None:
+    """Raise unless ``path`` can be written (appended to, or created with its parent folders);
+    leaves nothing behind."""
+    fix = "pass a path in a writable folder"
+    if path.is_dir():
+        raise InputError(what, f"{str(path)!r} is a directory", "pass a file path")
+    if path.exists():
+        try:
+            with open(path, "ab"):
+                pass
+        except OSError as err:
+            raise InputError(what, f"{str(path)!r} is not writable ({err.strerror or err})", fix) from err
+        return
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(what, f"cannot create {str(path)!r}: {str(parent)!r} is not a directory", fix)
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".ctxcomp-write-check-")
+    except OSError as err:
+        raise InputError(
+            what, f"cannot create {str(path)!r} ({err.strerror or err} in {str(parent)!r})", fix
+        ) from err
+    os.close(fd)
+    os.unlink(probe)
 
 
 def _check_args(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
@@ -162,7 +197,25 @@ def _check_args(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
             )
     if out_path is not None and err_path is not None and out_path.resolve() == err_path.resolve():
         raise InputError("--errors", "is the same file as OUT", "pass another path")
+    for what, path in (("OUT", out_path), ("--errors", err_path)):
+        if path is not None:
+            _check_writable(what, path)
     return out_path, err_path
+
+
+def _close(fh: IO[str], failed: list[bool]) -> None:
+    """Close an output file; after a failed write, a close that fails on the same unwritten bytes is
+    not a second error (the write's error is the one reported)."""
+    try:
+        fh.close()
+    except OSError as err:
+        if failed:
+            return
+        raise InputError(
+            "OUT",
+            f"cannot finish writing {fh.name!r} ({err.strerror or err})",
+            "free space, then rerun with --resume",
+        ) from err
 
 
 def _open_input(spec: str) -> IO[bytes]:
@@ -183,8 +236,10 @@ def run(args: argparse.Namespace) -> int:
     """
     from tqdm.auto import tqdm
 
-    out_path, err_path = _check_args(args)
     config = config_from_args(args)
+    if args.max_line_bytes is None:
+        args.max_line_bytes = max_line_bytes_for(config.max_input_chars)
+    out_path, err_path = _check_args(args)
     fields = Fields(query=args.query_field, docs=args.docs_field, id=args.id_field)
     planner = Planner(fields, args.max_line_bytes)
     previous_errors = 0
@@ -218,18 +273,17 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     real_stdout = sys.stdout
     mode = "a" if args.resume else "w"
+    failed: list[bool] = []  # set when a write failed: closing may then fail again on the same bytes
+
+    def opened(path: Path) -> IO[str]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, mode, encoding="utf-8", newline="\n")  # noqa: SIM115 (closed by _close)
+        stack.callback(_close, fh, failed)
+        return fh
+
     with contextlib.ExitStack() as stack:
-        if out_path is not None:
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-        out = (
-            real_stdout
-            if out_path is None
-            else stack.enter_context(open(out_path, mode, encoding="utf-8", newline="\n"))
-        )
-        errors = None
-        if err_path is not None:
-            err_path.parent.mkdir(parents=True, exist_ok=True)
-            errors = stack.enter_context(open(err_path, mode, encoding="utf-8", newline="\n"))
+        out = real_stdout if out_path is None else opened(out_path)
+        errors = None if err_path is None else opened(err_path)
         # Nothing but records reaches stdout: stray prints (libraries, Ray workers) go to stderr.
         stack.enter_context(contextlib.redirect_stdout(sys.stderr))
         # Error records on a non-terminal stderr stay one clean JSON line each: no bar then.
@@ -245,9 +299,14 @@ def run(args: argparse.Namespace) -> int:
                 dynamic_ncols=True,
             )
         )
-        sink = Sink(out, errors, progress)
+        sink = Sink(out, errors, progress, on_failure=lambda: failed.append(True))
         stream = stack.enter_context(contextlib.closing(_open_input(args.input)))
-        items = planned(planner, read_lines(stream, args.max_line_bytes), progress)
+
+        def on_blank(line: int) -> None:
+            planner.note_blank(line)
+            progress.update(1)
+
+        items = planned(planner, read_lines(stream, args.max_line_bytes, on_blank), progress)
         if args.engine == "ray":
             from ctxcomp.integrations.ray import run_tasks
 
@@ -282,7 +341,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = f" after a {load_s:.1f}s model load" if compressor is not None else ""
     print(
         f"compress-jsonl: {sink.n_ok} compressed, {sink.n_errors} errors, {planner.skipped} already done, "
-        f"in {elapsed:.2f}s{loaded} ({done / elapsed if elapsed > 0 else 0.0:.1f} records/s){where}",
+        f"{planner.blank} blank lines skipped, in {elapsed:.2f}s{loaded} "
+        f"({done / elapsed if elapsed > 0 else 0.0:.1f} records/s){where}",
         file=sys.stderr,
     )
     return EXIT_RECORD_ERRORS if sink.n_errors + previous_errors else EXIT_OK

@@ -13,7 +13,15 @@ Families:
   as one text (``"embed"``, probes trained before ctxcomp 0.1.0's mean vectors);
 * ``bm25``: Okapi BM25 of the sentence against the question over the context's sentences, raw and
   relative to the context's best;
-* ``position``: relative document slot, relative sentence index, first-sentence flag, log length.
+* ``position``: relative document slot, relative sentence index, first-sentence flag, log length;
+* ``query_attention``: like ``attention`` (per-layer means and the overall z-score) but read from
+  every question token instead of the last position (the prefill's ``"query"`` probe-row group);
+* ``hidden``: for each pooled hidden layer, the cosine of each sentence's mean hidden state with the
+  question's (last token, and mean over question tokens), both centred on the context's mean
+  sentence state (raw LLM states share a large common direction);
+* ``within_doc``: each available base score (overall attention, MiniLM cosine, BM25, deepest hidden
+  cosine) minus its maximum within the sentence's document: ranks sentences inside a document,
+  which document-level evidence cannot do.
 
 Example:
     >>> s = bm25_scores("capital of france", ["paris is the capital of france", "berlin is big"])
@@ -35,7 +43,18 @@ import numpy as np
 from ctxcomp.compressors.probe import ProbeFeatures
 from ctxcomp.types import Candidates
 
-FAMILIES = ("attention", "doc_attention", "embedding", "bm25", "position")
+FAMILIES = (
+    "attention",
+    "doc_attention",
+    "embedding",
+    "bm25",
+    "position",
+    "query_attention",
+    "hidden",
+    "within_doc",
+)
+#: Families whose features come from the proxy's prefill.
+PREFILL_FAMILIES = frozenset({"attention", "doc_attention", "query_attention", "hidden"})
 DocVectors = Literal["mean", "embed"]
 DOC_VECTORS: tuple[str, ...] = get_args(DocVectors)
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -134,7 +153,10 @@ class SentenceContext:
 
 
 def feature_names(
-    families: Sequence[str], layers: Sequence[int], heads: Sequence[tuple[int, int]]
+    families: Sequence[str],
+    layers: Sequence[int],
+    heads: Sequence[tuple[int, int]],
+    hidden_layers: Sequence[int] = (),
 ) -> list[str]:
     """Names of the feature columns, in order.
 
@@ -142,9 +164,14 @@ def feature_names(
         families: Enabled families.
         layers: Probe layers (for per-layer means).
         heads: Selected ``(layer, head)`` pairs.
+        hidden_layers: Pooled hidden layers (``hidden`` family).
 
     Returns:
         Column names.
+
+    Example:
+        >>> feature_names(["bm25", "within_doc"], [], [])
+        ['bm25', 'bm25_rel', 'wd_bm25']
     """
     names: list[str] = []
     if "attention" in families:
@@ -159,7 +186,55 @@ def feature_names(
         names += ["bm25", "bm25_rel"]
     if "position" in families:
         names += ["pos_doc", "pos_sent", "first_sent", "log_len"]
+    if "query_attention" in families:
+        names += [f"qatt_L{li}_mean" for li in layers]
+        names += ["qatt_all_z"]
+    if "hidden" in families:
+        for li in hidden_layers:
+            names += [f"hid_L{li}_last", f"hid_L{li}_query"]
+    if "within_doc" in families:
+        names += [f"wd_{b}" for b in _within_doc_bases(families, hidden_layers)]
     return names
+
+
+def _within_doc_bases(families: Sequence[str], hidden_layers: Sequence[int]) -> list[str]:
+    bases = []
+    if "attention" in families:
+        bases.append("att")
+    if "embedding" in families:
+        bases.append("cos")
+    bases.append("bm25")
+    if "hidden" in families and hidden_layers:
+        bases.append("hid")
+    return bases
+
+
+def _doc_max(x: np.ndarray, doc_of: np.ndarray, n_docs: int) -> np.ndarray:
+    """``[S]`` the maximum of ``x`` over each sentence's document."""
+    out = np.full(n_docs, -np.inf)
+    np.maximum.at(out, doc_of, x)
+    return out[doc_of]
+
+
+def centred_cosine(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Cosine of each row with ``query`` after subtracting the rows' mean from both.
+
+    Args:
+        vectors: ``[S, D]``.
+        query: ``[D]``.
+
+    Returns:
+        ``[S]`` cosines (0 where a centred vector is zero).
+
+    Example:
+        >>> centred_cosine(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([1.0, 0.0])).round(2).tolist()
+        [1.0, -1.0]
+    """
+    c = vectors.mean(axis=0)  # [D]
+    v = vectors - c  # [S, D]
+    q = query - c  # [D]
+    denom = np.linalg.norm(v, axis=1) * max(float(np.linalg.norm(q)), 1e-12)  # [S]
+    return np.where(denom > 1e-12, v @ q / np.maximum(denom, 1e-12), 0.0)
 
 
 def build_features(
@@ -170,18 +245,20 @@ def build_features(
     heads: Sequence[tuple[int, int]],
     embedder: Any = None,
     doc_vectors: DocVectors = "embed",
+    hidden_layers: Sequence[int] = (),
 ) -> np.ndarray:
     """The ``[S, F]`` feature matrix of one call (columns as in :func:`feature_names`).
 
     Args:
         ctx: Sentences and documents.
-        probe: Attention features (needed by ``attention``/``doc_attention``).
+        probe: Prefill features (needed by the :data:`PREFILL_FAMILIES`).
         families: Enabled families.
         heads: Selected ``(layer, head)`` pairs; layer is a probe layer id.
         embedder: A :class:`ctxcomp.retrieval.Embedder` (``embed(texts) -> [n, d]``, normalised);
             needed by the ``embedding`` family.
         doc_vectors: ``"mean"`` (normalised mean of the document's sentence vectors) or ``"embed"``
             (the document embedded as one text); a probe records which one it was trained with.
+        hidden_layers: Pooled hidden layers used by the ``hidden`` family (in ``probe.hidden``).
 
     Returns:
         float64 features.
@@ -219,8 +296,8 @@ def build_features(
             dv = embedder.embed(list(ctx.doc_texts))  # [D, dim]
         cos_s = sv @ qv
         cols += [cos_s, (dv @ qv)[np.asarray(ctx.doc_of)], _zscore(cos_s)]
+    bm = bm25_scores(ctx.query, ctx.texts) if {"bm25", "within_doc"} & set(families) else np.zeros(s)
     if "bm25" in families:
-        bm = bm25_scores(ctx.query, ctx.texts)
         cols += [bm, bm / bm.max() if bm.max() > 0 else bm]
     if "position" in families:
         n_docs = max(len(ctx.doc_sizes), 1)
@@ -233,6 +310,32 @@ def build_features(
             (idx == 0).astype(np.float64),
             np.log1p(np.array([len(_tokens(t)) for t in ctx.texts], dtype=np.float64)),
         ]
+    if "query_attention" in families:
+        assert probe is not None and "query" in probe.group_mass, "query_attention needs the 'query' group"
+        qlift = probe.lift("query")  # [L, H, S]
+        for i in range(len(probe.layers)):
+            cols.append(np.log(qlift[i].mean(0) + _EPS))
+        cols.append(_zscore(np.log(qlift.mean((0, 1)) + _EPS)))
+    hid: dict[int, np.ndarray] = {}
+    if "hidden" in families:
+        assert probe is not None, "the hidden family needs prefill features"
+        for li in hidden_layers:
+            hv = probe.hidden[li].astype(np.float64)  # [S, D]
+            hid[li] = centred_cosine(hv, probe.query_hidden[li]["last"])
+            cols += [hid[li], centred_cosine(hv, probe.query_hidden[li]["query"])]
+    if "within_doc" in families:
+        doc_of = np.asarray(ctx.doc_of)
+        n_docs = max(len(ctx.doc_sizes), 1)
+        base = {"bm25": bm}
+        if "attention" in families:
+            base["att"] = np.log(lift.mean((0, 1)) + _EPS)
+        if "embedding" in families:
+            base["cos"] = cos_s
+        if hid:
+            base["hid"] = hid[max(hid)]
+        for name in _within_doc_bases(families, hidden_layers):
+            x = base[name]
+            cols.append(x - _doc_max(x, doc_of, n_docs))
     if not cols:
         return np.zeros((s, 0))
     return np.stack(cols, axis=1).astype(np.float64)

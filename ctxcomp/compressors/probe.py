@@ -17,10 +17,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from ctxcomp.models.probed import ProbedLM, SegmentedPrompt
+from ctxcomp.models.probed import PrefillResult, ProbedLM, SegmentedPrompt
 from ctxcomp.types import Candidates, Document, Sentence
 
 
@@ -233,18 +234,80 @@ def pack_windows(
     return windows
 
 
+@dataclass(frozen=True)
+class ProbeRequest:
+    """One kind of probed prefill a scorer needs for a question.
+
+    Attributes:
+        query: The question.
+        layers: Probe layers (non-negative).
+        m: Trailing positions of the ``"last"`` group.
+        focus: End the prompt with the answer hint and read from its last token.
+        groups: Probe-row groups (``"last"`` first).
+        hidden_layers: Layers whose hidden states are pooled per sentence.
+
+    Example:
+        >>> ProbeRequest.of("Who?", layers=[5, 11], groups=["query"]).groups
+        ('last', 'query')
+    """
+
+    query: str
+    layers: tuple[int, ...]
+    m: int = 1
+    focus: bool = False
+    groups: tuple[str, ...] = ("last",)
+    hidden_layers: tuple[int, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        query: str,
+        *,
+        layers: Sequence[int],
+        m: int = 1,
+        focus: bool = False,
+        groups: Sequence[str] = ("last",),
+        hidden_layers: Sequence[int] = (),
+    ) -> ProbeRequest:
+        """A request with normalised fields (tuples, ``"last"`` group first).
+
+        Args:
+            query: The question.
+            layers: Probe layers.
+            m: Trailing positions of the ``"last"`` group.
+            focus: Answer-hint tail.
+            groups: Probe-row groups.
+            hidden_layers: Pooled hidden layers.
+
+        Returns:
+            The request.
+        """
+        return cls(
+            query,
+            tuple(int(li) for li in layers),
+            int(m),
+            bool(focus),
+            ("last", *[g for g in groups if g != "last"]),
+            tuple(int(li) for li in hidden_layers),
+        )
+
+
 class Prober:
     """Reads the proxy's attention to every sentence of one call, window by window.
+
+    Results are memoised per :class:`ProbeRequest`; :func:`prefetch` fills the memos of many
+    probers with batched prefills, so a batch of calls shares padded forward passes.
 
     Args:
         lm: The proxy model holder.
         cands: The call's documents and sentences.
         template: Prompt layout.
         max_tokens: Longest prompt given to the proxy in one prefill.
+        batch_tokens: Padded tokens per batched prefill (``None``: the model holder's default).
 
     Attributes:
-        n_prefills: Prefills run so far.
-        seconds: Wall time spent in them.
+        n_prefills: Prefills run so far (for this call's prompts).
+        seconds: Wall time spent in them (a batch's time is shared by token count).
 
     Example:
         >>> prober = Prober(ProbedLM("gemma-3-270m"), cands, PromptTemplate(), 8192)  # doctest: +SKIP
@@ -252,13 +315,23 @@ class Prober:
         (2, 4, 7)
     """
 
-    def __init__(self, lm: ProbedLM, cands: Candidates, template: PromptTemplate, max_tokens: int) -> None:
+    def __init__(
+        self,
+        lm: ProbedLM,
+        cands: Candidates,
+        template: PromptTemplate,
+        max_tokens: int,
+        *,
+        batch_tokens: int | None = None,
+    ) -> None:
         self.lm = lm
         self.cands = cands
         self.template = template
         self.max_tokens = max_tokens
+        self.batch_tokens = batch_tokens
         self.n_prefills = 0
         self.seconds = 0.0
+        self._memo: dict[ProbeRequest, ProbeFeatures] = {}
 
     def windows(self, query: str, *, focus: bool = False) -> list[list[Unit]]:
         """The windows the prompts of ``query`` are built from.
@@ -274,6 +347,37 @@ class Prober:
         overhead = counter.count(self.template.head + self.template.tail(query, focus=focus)) + 8
         cap = max(32, self.max_tokens - overhead)
         return pack_windows(self.cands, self.cands.token_counts(counter), cap)
+
+    def has(self, req: ProbeRequest) -> bool:
+        """Whether the features of ``req`` are already memoised.
+
+        Args:
+            req: The request.
+
+        Returns:
+            True when :meth:`features` would not run a prefill.
+        """
+        return req in self._memo
+
+    def prompts(self, req: ProbeRequest) -> tuple[list[list[Unit]], list[SegmentedPrompt]]:
+        """The windows of a request and their prompts (sentence ids local to each window).
+
+        Args:
+            req: The request.
+
+        Returns:
+            ``(windows, prompts)``.
+        """
+        windows = self.windows(req.query, focus=req.focus)
+        prompts = []
+        for units in windows:
+            text, char_seg = build_prompt(req.query, units, self.cands.docs, self.template, focus=req.focus)
+            base = units[0].first
+            local = np.where(char_seg >= 0, char_seg - base, -1)  # [C]
+            n_local = units[-1].first + len(units[-1].sentences) - base
+            span = query_span(text, req.query, self.template, focus=req.focus)
+            prompts.append(SegmentedPrompt(text, local, n_local, span))
+        return windows, prompts
 
     def features(
         self,
@@ -301,21 +405,30 @@ class Prober:
         Returns:
             The features (``n_windows`` = prefills run for them).
         """
-        s_total = len(self.cands.sentences)
-        groups = ("last", *[g for g in groups if g != "last"])
-        windows = self.windows(query, focus=focus)
-        prompts = []
-        for units in windows:
-            text, char_seg = build_prompt(query, units, self.cands.docs, self.template, focus=focus)
-            base = units[0].first
-            local = np.where(char_seg >= 0, char_seg - base, -1)  # [C]
-            n_local = units[-1].first + len(units[-1].sentences) - base
-            span = query_span(text, query, self.template, focus=focus)
-            prompts.append(SegmentedPrompt(text, local, n_local, span))
-        t = time.perf_counter()
-        results = self.lm.prefill(prompts, layers=layers, m=m, groups=groups, hidden_layers=hidden_layers)
-        self.seconds += time.perf_counter() - t
+        req = ProbeRequest.of(
+            query, layers=layers, m=m, focus=focus, groups=groups, hidden_layers=hidden_layers
+        )
+        if req not in self._memo:
+            prefetch([(self, req)])
+        return self._memo[req]
+
+    def store(
+        self, req: ProbeRequest, windows: list[list[Unit]], results: Sequence[PrefillResult], seconds: float
+    ) -> ProbeFeatures:
+        """Merge one request's window results into :class:`ProbeFeatures` and memoise them.
+
+        Args:
+            req: The request.
+            windows: Its windows (from :meth:`prompts`).
+            results: One prefill result per window.
+            seconds: Prefill time charged to this call.
+
+        Returns:
+            The merged features.
+        """
+        self.seconds += seconds
         self.n_prefills += len(results)
+        s_total = len(self.cands.sentences)
         n_tokens = np.zeros(s_total, dtype=np.int64)  # [S]
         n_ctx = 0
         for units, res in zip(windows, results, strict=True):
@@ -323,7 +436,7 @@ class Prober:
             n_tokens[base : base + len(res.segment_tokens)] = res.segment_tokens
             n_ctx += int(res.segment_tokens.sum())
         merged: dict[str, np.ndarray] = {}
-        for g in groups:
+        for g in req.groups:
             first = results[0].mass[g]
             full = np.zeros((first.shape[0], first.shape[1], s_total), dtype=np.float32)  # [L, H, S]
             for units, res in zip(windows, results, strict=True):
@@ -333,7 +446,7 @@ class Prober:
             merged[g] = full
         hidden: dict[int, np.ndarray] = {}
         query_hidden: dict[int, dict[str, np.ndarray]] = {}
-        for li in hidden_layers:
+        for li in req.hidden_layers:
             dim = results[0].hidden[li].shape[1]
             h = np.zeros((s_total, dim), dtype=np.float32)  # [S, D]
             for units, res in zip(windows, results, strict=True):
@@ -342,15 +455,51 @@ class Prober:
             hidden[li] = h
             query_hidden[li] = {
                 g: np.mean([res.group_hidden[li][g] for res in results], axis=0).astype(np.float32)
-                for g in groups
+                for g in req.groups
             }
-        return ProbeFeatures(
+        feats = ProbeFeatures(
             merged["last"],
             n_tokens,
-            tuple(layers),
+            req.layers,
             len(windows),
             n_ctx,
             {g: v for g, v in merged.items() if g != "last"},
             hidden,
             query_hidden,
         )
+        self._memo[req] = feats
+        return feats
+
+
+def prefetch(work: Sequence[tuple[Prober, ProbeRequest]]) -> None:
+    """Run the prefills of many (prober, request) pairs, batching prompts that share a prefill kind.
+
+    All probers must hold the same model. Requests already memoised are skipped; the prefill time
+    of a batch is charged to each call by its share of prompt characters.
+
+    Args:
+        work: Pairs of a call's prober and a request it will ask for.
+
+    Example:
+        >>> prefetch([(p, ProbeRequest.of(q, layers=(5, 11))) for p, q in calls])  # doctest: +SKIP
+    """
+    kinds: dict[tuple[Any, ...], list[tuple[Prober, ProbeRequest]]] = {}
+    for prober, req in work:
+        if not prober.has(req):
+            kinds.setdefault((req.layers, req.m, req.groups, req.hidden_layers), []).append((prober, req))
+    for (layers, m, groups, hidden), items in kinds.items():
+        lm = items[0][0].lm
+        planned = [(prober, req, *prober.prompts(req)) for prober, req in dict.fromkeys(items)]
+        prompts = [p for *_, ps in planned for p in ps]
+        t = time.perf_counter()
+        batch = items[0][0].batch_tokens
+        results = lm.prefill(
+            prompts, layers=layers, m=m, groups=groups, hidden_layers=hidden, batch_tokens=batch
+        )
+        seconds = time.perf_counter() - t
+        chars = max(sum(len(p.text) for p in prompts), 1)
+        k = 0
+        for prober, req, windows, ps in planned:
+            share = seconds * sum(len(p.text) for p in ps) / chars
+            prober.store(req, windows, results[k : k + len(ps)], share)
+            k += len(ps)

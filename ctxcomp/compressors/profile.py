@@ -22,12 +22,14 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ctxcomp.errors import ConfigError, CtxcompError, InputError, ProbeMismatchError
 from ctxcomp.models.identity import same_model
+from ctxcomp.types import first_problem
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,50 @@ logger = logging.getLogger(__name__)
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 
 PROFILE_FORMAT = "ctxcomp-position-profile"
+_RECREATE = "re-create it with `ctxcomp calibrate` (or restore the file as calibrate wrote it)"
+
+
+class ProfileFileError(InputError, ConfigError):
+    """A position-profile file violates its schema; names the file, the JSON path and the fix.
+
+    Both an :class:`~ctxcomp.errors.InputError` (as profile errors always were) and a
+    :class:`~ctxcomp.errors.ConfigError` (it is the ``position_profile`` setting's file).
+
+    Example:
+        >>> ProfileFileError("p.json", "$.means[1]", "must be >= 0").field
+        'position_profile (p.json) $.means[1]'
+    """
+
+    def __init__(self, source: str, path: str, problem: str, fix: str = _RECREATE) -> None:
+        self.source = source
+        self.json_path = path
+        super().__init__(f"position_profile ({source}) {path}", problem, fix)
+
+
+_Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class ProfileFileSchema(BaseModel):
+    """The schema of a position-profile file; unknown keys are ignored.
+
+    Example:
+        >>> sorted(ProfileFileSchema.model_fields)[:3]
+        ['ci_high', 'ci_low', 'ctxcomp_version']
+    """
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    format: str = PROFILE_FORMAT
+    model_id: Annotated[str, Field(min_length=1)]
+    weights_sha256: str | None = None
+    k: Annotated[int, Field(ge=1, le=100_000)]
+    means: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+    ci_low: list[_Finite]
+    ci_high: list[_Finite]
+    n: Annotated[int, Field(ge=0)]
+    data_hash: str
+    layer_groups: dict[str, list[_Finite]] | None = None
+    ctxcomp_version: str | None = None
+    meta: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -253,7 +299,9 @@ class PositionProfile:
             The profile.
 
         Raises:
-            InputError: Not a position profile, or fields missing or malformed.
+            ProfileFileError: Not a position profile, or fields missing or malformed (an
+                :class:`~ctxcomp.errors.InputError` and a :class:`~ctxcomp.errors.ConfigError`, naming
+                the JSON path).
 
         Example:
             >>> PositionProfile.from_dict({"model_id": "m", "k": 1, "means": [1.0], "ci_low": [1.0],
@@ -261,32 +309,45 @@ class PositionProfile:
             1
         """
         if not isinstance(d, Mapping):
-            raise InputError(source, "is not a JSON object", "pass a profile written by `ctxcomp calibrate`")
+            raise ProfileFileError(source, "$", f"must be a JSON object, got {type(d).__name__}")
         if d.get("format", PROFILE_FORMAT) != PROFILE_FORMAT:
-            raise InputError(f"{source}.format", f"is {d.get('format')!r}", f"pass a {PROFILE_FORMAT!r} file")
+            raise ProfileFileError(
+                source, "$.format", f"is {d.get('format')!r}", f"pass a {PROFILE_FORMAT!r} file"
+            )
         missing = [f for f in ("model_id", "k", "means", "ci_low", "ci_high", "n", "data_hash") if f not in d]
         if missing:
-            raise InputError(f"{source}", f"lacks fields {missing}", "re-create it with `ctxcomp calibrate`")
+            raise ProfileFileError(source, "$", f"lacks fields {missing}")
+        try:
+            m = ProfileFileSchema.model_validate(dict(d))
+        except ValidationError as err:
+            path, problem = first_problem(err)
+            raise ProfileFileError(source, path, f"malformed position profile: {problem}") from err
+        for name in ("means", "ci_low", "ci_high"):
+            if len(getattr(m, name)) != m.k:
+                raise ProfileFileError(source, f"$.{name}", f"has {len(getattr(m, name))} values for k={m.k}")
+        for g, vals in (m.layer_groups or {}).items():
+            if len(vals) != m.k:
+                raise ProfileFileError(
+                    source, f"$.layer_groups[{g!r}]", f"has {len(vals)} values for k={m.k}"
+                )
         try:
             return cls(
-                model_id=str(d["model_id"]),
-                weights_sha256=None if d.get("weights_sha256") is None else str(d["weights_sha256"]),
-                k=int(d["k"]),
-                means=tuple(d["means"]),
-                ci_low=tuple(d["ci_low"]),
-                ci_high=tuple(d["ci_high"]),
-                n=int(d["n"]),
-                data_hash=str(d["data_hash"]),
-                layer_groups={str(g): tuple(v) for g, v in dict(d.get("layer_groups") or {}).items()},
-                ctxcomp_version=str(d.get("ctxcomp_version") or ""),
-                meta=dict(d.get("meta") or {}),
+                model_id=m.model_id,
+                weights_sha256=m.weights_sha256,
+                k=m.k,
+                means=tuple(m.means),
+                ci_low=tuple(m.ci_low),
+                ci_high=tuple(m.ci_high),
+                n=m.n,
+                data_hash=m.data_hash,
+                layer_groups={g: tuple(v) for g, v in (m.layer_groups or {}).items()},
+                ctxcomp_version=m.ctxcomp_version or "",
+                meta=dict(m.meta or {}),
             )
         except (TypeError, ValueError) as err:
             if isinstance(err, CtxcompError):
                 raise
-            raise InputError(
-                source, f"is malformed ({err})", "re-create it with `ctxcomp calibrate`"
-            ) from err
+            raise ProfileFileError(source, "$", f"is malformed ({err})") from err
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "<json>") -> PositionProfile:
@@ -310,9 +371,11 @@ class PositionProfile:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as err:
-            raise InputError(
-                source, f"is not valid JSON ({err.msg})", "pass a file written by `ctxcomp calibrate`"
+            raise ProfileFileError(
+                source, "$", f"is not valid JSON ({err.msg})", "pass a file written by `ctxcomp calibrate`"
             ) from err
+        except (ValueError, RecursionError) as err:
+            raise ProfileFileError(source, "$", f"is not valid JSON ({err})") from err
         return cls.from_dict(d, source=source)
 
     def save(self, path: str | Path) -> Path:
@@ -352,12 +415,18 @@ class PositionProfile:
         """
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
+            raw = p.read_bytes()
         except OSError as err:
             raise InputError(
                 "position_profile",
                 f"cannot read {str(p)!r} ({err.strerror})",
                 "pass the path of a profile written by `ctxcomp calibrate --out`",
+            ) from err
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ProfileFileError(
+                str(p), "$", f"is not valid UTF-8 ({err.reason} at byte {err.start})"
             ) from err
         return cls.from_json(text, source=str(p))
 
@@ -446,4 +515,12 @@ def resolve_profile(
     return prof
 
 
-__all__ = ["PROFILES_DIR", "PROFILE_FORMAT", "PositionProfile", "resolve_profile", "shipped_profile_path"]
+__all__ = [
+    "PROFILES_DIR",
+    "PROFILE_FORMAT",
+    "PositionProfile",
+    "ProfileFileError",
+    "ProfileFileSchema",
+    "resolve_profile",
+    "shipped_profile_path",
+]

@@ -29,8 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ctxcomp.compressors.features import SentenceContext, build_features
-from ctxcomp.compressors.probe import ProbeFeatures, Prober, PromptTemplate
+from ctxcomp.compressors.features import PREFILL_FAMILIES, SentenceContext, build_features
+from ctxcomp.compressors.probe import ProbeFeatures, Prober, ProbeRequest, PromptTemplate
 from ctxcomp.compressors.trained import TrainedProbe, find_shipped_probe, load_probe
 from ctxcomp.config import CompressionConfig
 from ctxcomp.errors import ConfigError
@@ -163,6 +163,13 @@ class LiftScorer:
     m: int = 1
     null_query: bool = False
 
+    def probe_requests(self, query: str) -> list[ProbeRequest]:
+        """The prefills :meth:`score` will ask for (so a batch can run them together)."""
+        reqs = [ProbeRequest.of(query, layers=self.layers, m=self.m, focus=self.focus)]
+        if self.null_query:
+            reqs.append(ProbeRequest.of(NULL_QUERY, layers=self.layers, m=self.m, focus=self.focus))
+        return reqs
+
     def score(self, query: str, cands: Candidates, prober: Prober) -> np.ndarray:
         """Lift scores of every sentence (see :func:`lift_scores`)."""
         feats = prober.features(query, layers=self.layers, m=self.m, focus=self.focus)
@@ -276,6 +283,26 @@ class ProbeScorer:
             emb = resolve_embedder(probe.meta.get("embedder"), device=device)
         return cls(probe, emb)
 
+    @property
+    def hidden_layers(self) -> tuple[int, ...]:
+        """Pooled hidden layers the ``hidden`` family reads (empty without it)."""
+        return tuple(getattr(self.probe, "hidden_layers", ()) or ())
+
+    def _request(self, query: str) -> ProbeRequest | None:
+        p = self.probe
+        if not (PREFILL_FAMILIES & set(p.families)):
+            return None
+        groups = ("last", "query") if "query_attention" in p.families else ("last",)
+        hidden = self.hidden_layers if "hidden" in p.families else ()
+        return ProbeRequest.of(
+            query, layers=p.layers, m=p.query_positions, focus=p.focus, groups=groups, hidden_layers=hidden
+        )
+
+    def probe_requests(self, query: str) -> list[ProbeRequest]:
+        """The prefill :meth:`score` will ask for (none for a probe without prefill families)."""
+        req = self._request(query)
+        return [] if req is None else [req]
+
     def features(self, query: str, cands: Candidates, prober: Prober | None) -> np.ndarray:
         """The probe's ``[S, F]`` feature matrix (runs the prefill when attention families are used).
 
@@ -289,10 +316,18 @@ class ProbeScorer:
         """
         p = self.probe
         feats = None
-        if {"attention", "doc_attention"} & set(p.families):
+        req = self._request(query)
+        if req is not None:
             if prober is None:
-                raise ConfigError("prober", "is None but the probe reads attention", "pass a Prober")
-            feats = prober.features(query, layers=p.layers, m=p.query_positions, focus=p.focus)
+                raise ConfigError("prober", "is None but the probe reads the prefill", "pass a Prober")
+            feats = prober.features(
+                query,
+                layers=req.layers,
+                m=req.m,
+                focus=req.focus,
+                groups=req.groups,
+                hidden_layers=req.hidden_layers,
+            )
         return build_features(
             SentenceContext.of(query, cands),
             feats,
@@ -300,6 +335,7 @@ class ProbeScorer:
             heads=p.heads,
             embedder=self.embedder,
             doc_vectors=p.doc_vectors,
+            hidden_layers=req.hidden_layers if req is not None else (),
         )
 
     def score(self, query: str, cands: Candidates, prober: Prober) -> np.ndarray:
@@ -323,6 +359,7 @@ def resolve_probe(setup: ScorerSetup) -> TrainedProbe | None:
     if cfg.probe_path is not None:
         loaded = load_probe(cfg.probe_path)
         loaded.check_model(setup.lm.model_id, setup.lm.weights_sha256, force=cfg.force_probe)
+        loaded.check_against(setup.lm.num_layers, setup.lm.model.config.get_text_config().num_attention_heads)
         return loaded
     return find_shipped_probe(setup.lm.model_id, setup.lm.weights_sha256)
 

@@ -6,7 +6,8 @@ earlier run did, turn bad lines and duplicate ids into error records), compressi
 sharing one model (:func:`run_local`; Ray: :func:`ctxcomp.integrations.ray.run_tasks`) and
 writing in input order (:class:`Sink`). Record shapes are :mod:`ctxcomp.records`'s.
 
-Every input line ends up exactly once in OUT or ERRORS.
+Every non-blank input line ends up exactly once in OUT or ERRORS. Blank (empty or whitespace-only)
+lines are not records: they are skipped, and counted (:attr:`Planner.blank`, the run's summary).
 
 Example:
     >>> import io
@@ -25,11 +26,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from ctxcomp.config import DEFAULT_MAX_INPUT_CHARS
 from ctxcomp.errors import InputError
 from ctxcomp.records import Fields, SupportsCompress, compress_record, error_record, load_json, valid_id
 
-#: Lines longer than this (bytes, without the newline) are reported as errors, never read whole.
-DEFAULT_MAX_LINE_BYTES = 10 * 1024 * 1024
+
+def max_line_bytes_for(max_input_chars: int | None) -> int:
+    """The default ``--max-line-bytes`` for a ``max_input_chars`` limit.
+
+    A UTF-8 character takes at most 4 bytes, and 256 KiB leave room for ids, field names and
+    metadata, so a line this long can hold every record the compressor accepts (unless it is
+    heavily ``\\u``-escaped); longer lines would be refused anyway and are never read whole.
+
+    Example:
+        >>> max_line_bytes_for(200_000), max_line_bytes_for(None)
+        (1062144, 67108864)
+    """
+    return 64 << 20 if max_input_chars is None else 4 * max_input_chars + (256 << 10)
+
+
+#: Lines longer than this (bytes, without the newline) are reported as errors, never read whole:
+#: :func:`max_line_bytes_for` of :data:`ctxcomp.config.DEFAULT_MAX_INPUT_CHARS` (about 1 MiB).
+DEFAULT_MAX_LINE_BYTES = max_line_bytes_for(DEFAULT_MAX_INPUT_CHARS)
 
 
 @dataclass(frozen=True)
@@ -46,10 +64,13 @@ def _id_key(ident: str | int | None) -> str | None:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def read_lines(stream: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes | Oversize]]:
+def read_lines(
+    stream: IO[bytes], max_bytes: int, on_blank: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, bytes | Oversize]]:
     """Yield ``(line number, bytes without the newline)``, never holding more than ``max_bytes`` of a line.
 
-    Blank lines are counted but not yielded. A longer line yields :class:`Oversize` (its rest is skipped).
+    Blank lines are numbered but not yielded (``on_blank`` is called with their number). A longer
+    line yields :class:`Oversize` (its rest is skipped).
 
     Example:
         >>> import io
@@ -74,6 +95,8 @@ def read_lines(stream: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes |
         body = chunk.rstrip(b"\r\n")
         if body.strip():
             yield lineno, body
+        elif on_blank is not None:
+            on_blank(lineno)
 
 
 def count_lines(path: Path) -> int:
@@ -175,6 +198,11 @@ class Planner:
     seen: dict[str, int] = field(default_factory=dict)  # id key -> first line
     done: dict[int, str | None] = field(default_factory=dict)  # line -> id key, from an earlier run
     skipped: int = 0
+    blank: int = 0
+
+    def note_blank(self, line: int) -> None:
+        """Count a blank line (skipped: it is not a record)."""
+        self.blank += 1
 
     def remember(self, line: int | None, key: str | None) -> None:
         """Register a record of an earlier run (from OUT or ERRORS)."""
@@ -230,29 +258,79 @@ class Planner:
 class Sink:
     """Writes output and error records, one JSON line each, flushed per record."""
 
-    def __init__(self, out: IO[str], errors: IO[str] | None, progress: Any) -> None:
+    def __init__(
+        self,
+        out: IO[str],
+        errors: IO[str] | None,
+        progress: Any,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         self.out = out
         self.errors = errors
         self.progress = progress
+        self.on_failure = on_failure
         self.n_ok = 0
         self.n_errors = 0
 
     def write(self, ok: bool, rec: dict[str, Any]) -> None:
-        """Write one record to OUT (``ok``) or ERRORS."""
-        line = json.dumps(rec, ensure_ascii=False, allow_nan=False)
-        if ok:
-            self.out.write(line + "\n")
-            self.out.flush()
-            self.n_ok += 1
-        else:
-            if self.errors is not None:
-                self.errors.write(line + "\n")
-                self.errors.flush()
+        """Write one record to OUT (``ok``) or ERRORS.
+
+        A record that cannot be serialised as JSON (a non-finite number or an unserialisable value
+        from a custom compressor) becomes an error record for its line instead: never a crash,
+        never a lost line. A failing write (disk full, a closed pipe) raises
+        :class:`~ctxcomp.errors.InputError` naming the file; what was written stays, so ``--resume``
+        finishes the run.
+        """
+        try:
+            line = dump_line(rec)
+        except (TypeError, ValueError) as err:
+            if not ok:
+                raise
+            ok = False
+            line = dump_line(error_record(rec.get("line"), rec.get("id"), err))
+        target = self.out if ok else self.errors
+        try:
+            if target is not None:
+                target.write(line + "\n")
+                target.flush()
             else:
                 self.progress.write(line, file=sys.stderr)
+        except OSError as err:
+            if self.on_failure is not None:
+                self.on_failure()
+            name = getattr(target, "name", "OUT" if ok else "ERRORS")
+            raise InputError(
+                "OUT" if ok else "--errors",
+                f"cannot write to {name!r} ({err.strerror or err})",
+                "free space or fix the path, then rerun with --resume (nothing written so far is lost)",
+            ) from err
+        if ok:
+            self.n_ok += 1
+        else:
             self.n_errors += 1
             self.progress.set_postfix(errors=self.n_errors, refresh=False)
         self.progress.update(1)
+
+
+def dump_line(rec: dict[str, Any]) -> str:
+    """One record as one line of valid JSON (UTF-8; a lone surrogate is written as a ``\\u`` escape).
+
+    Raises:
+        ValueError: A non-finite number (JSON has none).
+        TypeError: A value JSON cannot hold.
+
+    Example:
+        >>> print(dump_line({"a": "é", "b": "\\udc80"}))
+        {"a": "\\u00e9", "b": "\\udc80"}
+        >>> dump_line({"a": "é"})
+        '{"a": "é"}'
+    """
+    line = json.dumps(rec, ensure_ascii=False, allow_nan=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(rec, ensure_ascii=True, allow_nan=False)
+    return line
 
 
 def default_errors_path(output: str) -> Path:
@@ -270,7 +348,8 @@ def default_errors_path(output: str) -> Path:
 def planned(
     planner: Planner, lines: Iterator[tuple[int, bytes | Oversize]], progress: Any
 ) -> Iterator[Task | dict[str, Any]]:
-    """Tasks and error records of the lines to do, in line order (skipped and blank lines tick ``progress``).
+    """Tasks and error records of the lines to do, in line order (skipped lines tick ``progress``;
+    blank lines tick it through :func:`read_lines`'s ``on_blank``).
 
     Args:
         planner: Decides per line.
@@ -280,11 +359,7 @@ def planned(
     Yields:
         :class:`Task` objects and error records.
     """
-    last = 0
     for line, raw in lines:
-        if line > last + 1:
-            progress.update(line - last - 1)  # blank lines
-        last = line
         item = planner.plan(line, raw)
         if item is None:
             progress.update(1)
@@ -347,6 +422,8 @@ __all__ = [
     "Task",
     "count_lines",
     "default_errors_path",
+    "dump_line",
+    "max_line_bytes_for",
     "planned",
     "read_done",
     "read_lines",

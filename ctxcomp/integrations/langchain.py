@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -51,7 +51,7 @@ from ctxcomp.api import Compressor, check_query, resolve_budget
 from ctxcomp.compressors.reorder import reorder, strategy
 from ctxcomp.config import CompressionConfig
 from ctxcomp.registry import REORDERERS
-from ctxcomp.types import CompressedContext, Document
+from ctxcomp.types import CompressedContext, Document, check_text
 
 #: Metadata key of the document score added by :class:`CtxcompCompressor`.
 SCORE_KEY = "ctxcomp_score"
@@ -82,10 +82,22 @@ def _check_budget(budget: int | None, ratio: float | None) -> None:
         resolve_budget(1, budget, ratio)
 
 
+def _as_list(documents: Any) -> list[Any]:
+    """The ``documents`` argument as a list, or an :class:`InputError` (never a silent ``[]``)."""
+    if isinstance(documents, (str, bytes, LCDocument)):
+        raise InputError("documents", "must be a sequence of Documents, got one item", "wrap it in a list")
+    if documents is None or isinstance(documents, Mapping) or not isinstance(documents, Iterable):
+        raise InputError(
+            "documents",
+            f"must be a sequence of Documents, got {type(documents).__name__}",
+            "pass a list of langchain_core Document objects ([] for none)",
+        )
+    return list(documents)
+
+
 def _to_ctxcomp(documents: Sequence[LCDocument]) -> list[Document]:
     """LangChain documents -> ctxcomp Documents; ids from ``doc.id`` when set, else the position."""
-    if isinstance(documents, (str, LCDocument)):
-        raise InputError("documents", "must be a sequence of Documents, got one item", "wrap it in a list")
+    documents = _as_list(documents)
     explicit = {d.id for d in documents if isinstance(d, LCDocument) and d.id}
     out = []
     for i, d in enumerate(documents):
@@ -96,6 +108,8 @@ def _to_ctxcomp(documents: Sequence[LCDocument]) -> list[Document]:
                 "pass Document(page_content=..., metadata=...)",
             )
         doc_id = d.id or (str(i) if str(i) not in explicit else f"#{i}")
+        check_text(f"documents[{i}].id", doc_id)
+        check_text(f"documents[{i}].page_content", d.page_content)
         out.append(Document(doc_id, d.page_content, d.metadata))
     return out
 
@@ -190,7 +204,8 @@ class CtxcompCompressor(BaseDocumentCompressor):
             ``ctxcomp_sentences``; documents with nothing kept are dropped.
 
         Raises:
-            InputError: Empty query, bad budget/ratio, or two documents with the same ``id``.
+            InputError: Empty query, bad budget/ratio, ``documents`` not a sequence of Documents
+                (``None`` included), text that is not valid Unicode, or two documents with the same ``id``.
 
         Example:
             >>> CtxcompCompressor().compress_documents([], "q?")
@@ -198,6 +213,7 @@ class CtxcompCompressor(BaseDocumentCompressor):
         """
         check_query(query)
         budget, ratio = self._budget(budget, ratio)
+        documents = _as_list(documents)
         if not documents:
             return []
         docs = _to_ctxcomp(documents)
@@ -222,6 +238,7 @@ class CtxcompCompressor(BaseDocumentCompressor):
         """
         check_query(query)
         budget, ratio = self._budget(budget, ratio)
+        documents = _as_list(documents)
         if not documents:
             return []
         docs = _to_ctxcomp(documents)
@@ -310,7 +327,7 @@ class CtxcompReorder(BaseDocumentTransformer, BaseModel):
             >>> CtxcompReorder(strategy="none").transform_documents([])
             []
         """
-        docs = list(documents)
+        docs = _as_list(documents)
         scores = _scores(docs, self.score_key)
         extra: dict[str, Any] = {"docs": [d.page_content for d in docs], **self.options}
         if query is not None:

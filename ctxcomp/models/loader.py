@@ -9,6 +9,11 @@ A spec is one of:
 * a local directory saved with ``save_pretrained``;
 * a hub id such as ``Qwen/Qwen2.5-0.5B-Instruct`` (needs hub access or a warm HF cache).
 
+Cached folders are verified on every load against the size and sha256 of each file recorded when
+they were written (:mod:`ctxcomp.models.cache`; ``$CTXCOMP_VERIFY_CACHE=size`` checks sizes only),
+and load with ``use_safetensors=True`` (never a pickle). A damaged file raises
+:class:`~ctxcomp.errors.IntegrityError` naming it and ``ctxcomp cache clear``.
+
 Example:
     >>> from ctxcomp.models.loader import resolve_spec
     >>> resolve_spec("gemma-3-270m").kind
@@ -19,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -30,25 +34,29 @@ from pathlib import Path
 from typing import Any
 
 from ctxcomp._deps import require
-from ctxcomp.errors import IntegrityError, MissingDependencyError, ModelError, UnknownModelError
+from ctxcomp.errors import (
+    CtxcompError,
+    IntegrityError,
+    MissingDependencyError,
+    ModelError,
+    UnknownModelError,
+)
+from ctxcomp.models.cache import MARKER, cache_dir, entry_name, read_marker, sha256_file, verify_folder
 from ctxcomp.models.presets import PRESETS, Preset
 
 logger = logging.getLogger(__name__)
 
-_MARKER = "ctxcomp-source.json"
-
-
-def cache_dir() -> Path:
-    """Root of ctxcomp's cache: ``$CTXCOMP_CACHE`` or ``~/.cache/ctxcomp``.
-
-    Returns:
-        The directory (not created).
-
-    Example:
-        >>> isinstance(cache_dir(), Path)
-        True
-    """
-    return Path(os.environ.get("CTXCOMP_CACHE") or Path.home() / ".cache" / "ctxcomp")
+__all__ = [
+    "ModelSource",
+    "ResolvedSpec",
+    "assemble_preset",
+    "cache_dir",
+    "load_causal_lm",
+    "load_tokenizer",
+    "materialise",
+    "resolve_spec",
+    "sha256_file",
+]
 
 
 @dataclass(frozen=True)
@@ -68,11 +76,12 @@ class ResolvedSpec:
     path: Path | None = None
 
 
-def resolve_spec(spec: str) -> ResolvedSpec:
+def resolve_spec(spec: str, *, field: str = "proxy_model") -> ResolvedSpec:
     """Classify a model spec without loading anything.
 
     Args:
         spec: Preset name, ``.gguf`` path, local directory or hub id.
+        field: The setting that holds the spec, for messages (``proxy_model``, ``reader_tokenizer``).
 
     Returns:
         The resolved spec.
@@ -90,13 +99,13 @@ def resolve_spec(spec: str) -> ResolvedSpec:
     if spec.endswith(".gguf"):
         if not p.is_file():
             raise UnknownModelError(
-                f"proxy_model: GGUF file {spec!r} does not exist. Fix: pass an existing file."
+                f"{field}: GGUF file {spec!r} does not exist. Fix: pass an existing file."
             )
         return ResolvedSpec(spec, "gguf", path=p)
     if p.is_dir():
         if not (p / "config.json").is_file():
             raise UnknownModelError(
-                f"proxy_model: directory {spec!r} has no config.json. "
+                f"{field}: directory {spec!r} has no config.json. "
                 "Fix: pass a directory written by save_pretrained, or a preset name."
             )
         return ResolvedSpec(spec, "dir", path=p)
@@ -104,32 +113,10 @@ def resolve_spec(spec: str) -> ResolvedSpec:
     if len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~")):
         return ResolvedSpec(spec, "hub")
     raise UnknownModelError(
-        f"proxy_model: unknown model spec {spec!r}. Fix: use an offline preset "
+        f"{field}: unknown model spec {spec!r}. Fix: use an offline preset "
         f"({', '.join(sorted(PRESETS))}), a local model directory, a .gguf file, or a hub id like "
         "'Qwen/Qwen2.5-0.5B-Instruct'."
     )
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, streamed.
-
-    Args:
-        path: File to hash.
-        chunk: Read size in bytes.
-
-    Returns:
-        The hex digest.
-
-    Example:
-        >>> import tempfile; f = tempfile.NamedTemporaryFile(delete=False); _ = f.write(b"a"); f.close()
-        >>> sha256_file(Path(f.name))[:8]
-        'ca978112'
-    """
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _part_paths(preset: Preset) -> list[Path]:
@@ -197,14 +184,16 @@ def assemble_preset(preset: Preset, dest_dir: Path | None = None) -> Path:
 
 
 def _dequantised_dir(gguf_path: Path, digest: str, name: str) -> Path:
-    """Load a GGUF once, save fp32 safetensors under the cache, return the folder."""
+    """Load a GGUF once, save fp32 safetensors under the cache with a manifest, return the folder."""
     out = cache_dir() / "models" / f"{name}-{digest[:12]}"
-    if (out / _MARKER).is_file():
+    if (out / MARKER).is_file():
         return out
     require("gguf", "offline", "Loading a GGUF model")
     require("accelerate", "offline", "Loading a GGUF model")
     transformers = require("transformers", "offline", "Loading a proxy model")
     import torch
+
+    from ctxcomp.models.cache import write_manifest
 
     t0 = time.perf_counter()
     logger.info("dequantising %s once (about a minute); cached at %s", gguf_path, out)
@@ -219,7 +208,7 @@ def _dequantised_dir(gguf_path: Path, digest: str, name: str) -> Path:
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / _MARKER).write_text(json.dumps({"gguf": str(gguf_path), "sha256": digest, "name": name}))
+        write_manifest(tmp, {"gguf": str(gguf_path), "sha256": digest, "name": name})
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -239,79 +228,109 @@ class ModelSource:
         location: Directory or hub id to pass to ``from_pretrained``.
         weights_sha256: sha256 of the source weights when known (GGUF and presets), else ``None``.
         model_id: A stable human-readable id (the preset name, the GGUF file name or the hub id).
+        cached: Whether ``location`` is a ctxcomp cache folder (verified against its manifest).
     """
 
     spec: str
     location: str
     weights_sha256: str | None
     model_id: str
+    cached: bool = False
 
 
-def materialise(spec: str) -> ModelSource:
+def materialise(spec: str, *, field: str = "proxy_model", verify: str | None = None) -> ModelSource:
     """Make a spec loadable: assemble, verify and dequantise presets and GGUF files as needed.
+
+    A cache folder (a preset's or GGUF file's dequantised copy, or a directory holding a ctxcomp
+    manifest) is verified against its manifest: sizes always, sha256 unless ``verify="size"``.
 
     Args:
         spec: A model spec.
+        field: The setting that holds the spec, for messages.
+        verify: ``"hash"`` or ``"size"``; ``None`` reads ``$CTXCOMP_VERIFY_CACHE`` (default ``hash``).
 
     Returns:
         Where to load from.
 
     Raises:
         UnknownModelError: The spec cannot be resolved.
-        IntegrityError: A preset's weights fail their sha256 check.
+        IntegrityError: A preset's GGUF fails its sha256 check, or a cached file its manifest.
         MissingDependencyError: ``gguf``/``accelerate`` or a preset package is missing.
 
     Example:
         >>> materialise("qwen2.5-coder-0.5b-instruct").model_id  # doctest: +SKIP
         'qwen2.5-coder-0.5b-instruct'
     """
-    r = resolve_spec(spec)
+    r = resolve_spec(spec, field=field)
     if r.kind == "preset":
         assert r.preset is not None
         marker_dir = cache_dir() / "models" / f"{r.preset.name}-{r.preset.sha256[:12]}"
-        if not (marker_dir / _MARKER).is_file():
+        if not (marker_dir / MARKER).is_file():
             gguf = assemble_preset(r.preset)
             marker_dir = _dequantised_dir(gguf, r.preset.sha256, r.preset.name)
-        return ModelSource(spec, str(marker_dir), r.preset.sha256, r.preset.name)
+        verify_folder(marker_dir, mode=verify, field=field)
+        return ModelSource(spec, str(marker_dir), r.preset.sha256, r.preset.name, cached=True)
     if r.kind == "gguf":
         assert r.path is not None
         digest = sha256_file(r.path)
         folder = _dequantised_dir(r.path, digest, r.path.stem)
-        return ModelSource(spec, str(folder), digest, r.path.name)
+        verify_folder(folder, mode=verify, field=field)
+        return ModelSource(spec, str(folder), digest, r.path.name, cached=True)
     if r.kind == "dir":
         assert r.path is not None
-        return ModelSource(spec, str(r.path), _dir_weights_digest(r.path), r.path.name)
+        marker = read_marker(r.path)
+        if marker is not None:
+            verify_folder(r.path, mode=verify, field=field)
+        known = None if marker is None or marker.get("sha256") is None else str(marker["sha256"])
+        return ModelSource(spec, str(r.path), known, r.path.name, cached=marker is not None)
     return ModelSource(spec, spec, None, spec)
 
 
-def _dir_weights_digest(path: Path) -> str | None:
-    marker = path / _MARKER
-    if marker.is_file():
-        return str(json.loads(marker.read_text()).get("sha256"))
-    return None
+def _unloadable(src: ModelSource, field: str, what: str, err: Exception) -> CtxcompError:
+    """The error for a model or tokenizer that ``from_pretrained`` could not load."""
+    if src.cached:
+        name = entry_name(Path(src.location))
+        return IntegrityError(
+            f"{field}: cannot load the {what} cached at {src.location} ({type(err).__name__}: {err}). "
+            f"Fix: run `ctxcomp cache clear {name}` and load again; it is rebuilt from its verified source"
+        )
+    return UnknownModelError(
+        f"{field}: cannot load the {what} of {src.spec!r} ({type(err).__name__}: {err}). Fix: use a preset "
+        f"({', '.join(sorted(PRESETS))}), a local directory, a .gguf file, or a hub id reachable from this "
+        "machine."
+    )
 
 
-def load_tokenizer(spec: str) -> Any:
+def load_tokenizer(spec: str, *, field: str = "reader_tokenizer") -> Any:
     """Load the tokenizer of a model spec (a fast tokenizer with offsets where available).
 
     Args:
         spec: A model spec.
+        field: The setting that holds the spec, for messages (the proxy's spec has already been
+            resolved by :func:`load_causal_lm` when its tokenizer loads, so errors here are the
+            reader tokenizer's unless a caller says otherwise).
 
     Returns:
         A ``transformers`` tokenizer.
 
+    Raises:
+        UnknownModelError: The spec names no model, or its tokenizer does not load.
+        IntegrityError: A cached tokenizer is damaged.
+
     Example:
-        >>> tok = load_tokenizer("gemma-3-270m")  # doctest: +SKIP
+        >>> load_tokenizer("no-such-tokenizer")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ctxcomp.errors.UnknownModelError: reader_tokenizer: unknown model spec 'no-such-tokenizer'...
     """
-    src = materialise(spec)
+    src = materialise(spec, field=field)
     transformers = require("transformers", "offline", "Loading a tokenizer")
     try:
         return transformers.AutoTokenizer.from_pretrained(src.location)
-    except OSError as err:
-        raise UnknownModelError(
-            f"reader_tokenizer/proxy_model: cannot load a tokenizer for {spec!r} ({err}). Fix: use a preset "
-            f"({', '.join(sorted(PRESETS))}), a local directory, or a hub id reachable from this machine."
-        ) from err
+    except Exception as err:  # a damaged cache folder fails in many ways (JSON, tokenizers, OS errors)
+        if src.cached or isinstance(err, OSError):
+            raise _unloadable(src, field, "tokenizer", err) from err
+        raise
 
 
 def load_causal_lm(
@@ -330,6 +349,7 @@ def load_causal_lm(
 
     Raises:
         UnknownModelError: The spec cannot be loaded.
+        IntegrityError: A cached file is damaged (the message names ``ctxcomp cache clear``).
 
     Example:
         >>> model, src = load_causal_lm("gemma-3-270m", device="cpu", dtype="float32",
@@ -339,15 +359,17 @@ def load_causal_lm(
     transformers = require("transformers", "offline", "Loading a proxy model")
     import torch
 
+    kwargs: dict[str, Any] = {"use_safetensors": True} if src.cached else {}
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            src.location, dtype=getattr(torch, dtype), attn_implementation=attn_implementation
+            src.location, dtype=getattr(torch, dtype), attn_implementation=attn_implementation, **kwargs
         )
-    except OSError as err:
-        raise UnknownModelError(
-            f"proxy_model: cannot load {spec!r} ({err}). Fix: use a preset ({', '.join(sorted(PRESETS))}), "
-            "a local directory, a .gguf file, or a hub id reachable from this machine."
-        ) from err
+    except CtxcompError:
+        raise
+    except Exception as err:  # a damaged cache folder: SafetensorError, ValueError, RuntimeError, ...
+        if src.cached or isinstance(err, OSError):
+            raise _unloadable(src, "proxy_model", "model", err) from err
+        raise
     model.to(device)
     model.eval()
     return model, src

@@ -29,6 +29,7 @@ from ctxcomp.compressors.probe import ProbeFeatures, Prober, PromptTemplate
 from ctxcomp.errors import ConfigError, InputError
 from ctxcomp.models.probed import ProbedLM
 from ctxcomp.text.split import split_documents
+from ctxcomp.training.embeddings import cached_embed
 from ctxcomp.training.qa import has_answer, passage, split_of
 from ctxcomp.types import Document
 
@@ -103,8 +104,8 @@ def build_examples(
 
     emb = resolve_embedder(embedder)
     passages = [passage(r["ctxs"][0]) for r in rows]
-    pv = _cached_embed(emb, passages)  # [P, dim]
-    qv = _cached_embed(emb, [r["question"] for r in rows])  # [Q, dim]
+    pv = cached_embed(emb, passages)  # [P, dim]
+    qv = cached_embed(emb, [r["question"] for r in rows])  # [Q, dim]
     for i in chosen:
         r = rows[i]
         sims = pv @ qv[i]  # [P]
@@ -123,29 +124,18 @@ def build_examples(
     return out
 
 
-def _cached_embed(emb: Any, texts: list[str]) -> np.ndarray:
-    from ctxcomp.models.loader import cache_dir
-
-    key = hashlib.sha256((emb.id + "\x00" + "\x00".join(texts)).encode()).hexdigest()[:16]
-    f = cache_dir() / "embeddings" / f"{key}.npy"
-    if f.is_file():
-        return np.load(f)
-    vec = np.asarray(emb.embed(texts), dtype=np.float32)
-    f.parent.mkdir(parents=True, exist_ok=True)
-    np.save(f, vec)
-    return vec
-
-
 @dataclass
 class ExtractedExample:
     """Cached per-question material for training and evaluation.
 
     Attributes:
         question: The question.
-        probe: Attention features over every extracted layer.
+        probe: Prefill features over every extracted layer (and group / hidden layer).
         ctx: Sentence context for the other families.
-        labels: ``[S]`` bool, sentence contains an answer.
-        n_tokens_reader: ``[S]`` tokens per sentence under the compressor's reader tokenizer.
+        labels: ``[S]`` bool, sentence must be kept (holds an answer, or a supporting fact).
+        n_tokens_reader: ``[S]`` tokens per sentence under the reader tokenizer.
+        source: The example it came from (a :class:`QAExample` or a
+            :class:`~ctxcomp.training.contexts.QAContext`).
     """
 
     question: str
@@ -153,13 +143,16 @@ class ExtractedExample:
     ctx: SentenceContext
     labels: np.ndarray
     n_tokens_reader: np.ndarray
+    source: Any = None
 
 
 def extract(
     lm: ProbedLM,
-    examples: Sequence[QAExample],
+    examples: Sequence[Any],
     *,
     layers: Sequence[int],
+    groups: Sequence[str] = ("last",),
+    hidden_layers: Sequence[int] = (),
     reader: Any = None,
     template: PromptTemplate | None = None,
     max_tokens: int = 8192,
@@ -167,13 +160,17 @@ def extract(
     cache: Path | None = None,
     progress: bool = True,
     focus: bool = False,
+    only_cached: bool = False,
 ) -> list[ExtractedExample]:
     """Run the probe over every example (resumable via ``cache``).
 
     Args:
         lm: The proxy model holder.
-        examples: The examples.
+        examples: :class:`QAExample` or :class:`~ctxcomp.training.contexts.QAContext` objects
+            (contexts are labelled by their supporting facts when they have some).
         layers: Layers to extract (all features a probe may use).
+        groups: Probe-row groups (``"last"``, ``"query"``).
+        hidden_layers: Layers whose hidden states are pooled per sentence.
         reader: Token counter of the reader tokenizer (default: the proxy's).
         template: Prompt layout (default :class:`~ctxcomp.compressors.probe.PromptTemplate`).
         max_tokens: Longest prompt per prefill (longer contexts run in windows).
@@ -181,54 +178,96 @@ def extract(
         cache: Folder of per-question ``.npz`` files; existing ones are reused.
         progress: Show a progress bar.
         focus: Use the answer-hint template.
+        only_cached: Skip examples whose features are not cached yet (no prefill runs).
 
     Returns:
-        One extracted example per input, in order.
+        One extracted example per input, in order (fewer with ``only_cached``).
 
     Example:
         >>> extract(ProbedLM("gemma-3-270m"), examples, layers=range(12))  # doctest: +SKIP
     """
+    from ctxcomp.training.contexts import QAContext, sentence_labels
+
     template = template or PromptTemplate()
     counter = reader if reader is not None else lm.counter
-    it: Iterable[QAExample] = examples
+    groups = ("last", *[g for g in groups if g != "last"])
+    it: Iterable[Any] = examples
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(examples, desc="probe features", unit="q")
     out = []
     for ex in it:
-        key = hashlib.sha256(
-            json.dumps([ex.question, [d.text for d in ex.docs], list(layers), focus]).encode()
-        ).hexdigest()[:20]
+        parts: list[Any] = [ex.question, [d.text for d in ex.docs], list(layers), focus]
+        if groups != ("last",) or hidden_layers:
+            parts += [list(groups), list(hidden_layers)]
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
         f = cache / f"{key}.npz" if cache else None
         cands = split_documents(list(ex.docs), max_chars=max_sentence_chars)
         texts = cands.texts
         if f is not None and f.is_file():
-            z = np.load(f)
-            probe = ProbeFeatures(
-                z["mass"], z["n_tokens"], tuple(int(x) for x in z["layers"]), 1, int(z["n_ctx"])
-            )
-            nread = z["n_read"]
+            probe, nread = _load_npz(f)
+        elif only_cached:
+            continue
         else:
-            probe = Prober(lm, cands, template, max_tokens).features(ex.question, layers=layers, focus=focus)
+            probe = Prober(lm, cands, template, max_tokens).features(
+                ex.question, layers=layers, focus=focus, groups=groups, hidden_layers=hidden_layers
+            )
             nread = np.array(counter.count_many(texts), dtype=np.int64)
             if f is not None:
-                f.parent.mkdir(parents=True, exist_ok=True)
-                tmp = f.with_suffix(".tmp.npz")
-                np.savez_compressed(
-                    tmp,
-                    mass=probe.mass,
-                    n_tokens=probe.n_tokens,
-                    layers=np.array(probe.layers),
-                    n_ctx=probe.n_context_tokens,
-                    n_read=nread,
-                )
-                tmp.replace(f)
-        labels = np.array([has_answer(t, ex.answers) for t in texts], dtype=bool)
+                _save_npz(f, probe, nread)
+        if isinstance(ex, QAContext):
+            labels = sentence_labels(ex, cands)
+        else:
+            labels = np.array([has_answer(t, ex.answers) for t in texts], dtype=bool)
         out.append(
-            ExtractedExample(ex.question, probe, SentenceContext.of(ex.question, cands), labels, nread)
+            ExtractedExample(ex.question, probe, SentenceContext.of(ex.question, cands), labels, nread, ex)
         )
     return out
+
+
+def _save_npz(f: Path, probe: ProbeFeatures, nread: np.ndarray) -> None:
+    arrays: dict[str, Any] = {
+        "mass": probe.mass,
+        "n_tokens": probe.n_tokens,
+        "layers": np.array(probe.layers),
+        "n_ctx": probe.n_context_tokens,
+        "n_read": nread,
+    }
+    for g, v in probe.group_mass.items():
+        arrays[f"group_{g}"] = v
+    for li, v in probe.hidden.items():
+        arrays[f"hidden_{li}"] = v.astype(np.float16)
+        for g, q in probe.query_hidden[li].items():
+            arrays[f"qhidden_{li}_{g}"] = q
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(f)
+
+
+def _load_npz(f: Path) -> tuple[ProbeFeatures, np.ndarray]:
+    z = np.load(f)
+    group_mass = {k.removeprefix("group_"): z[k] for k in z.files if k.startswith("group_")}
+    hidden = {
+        int(k.removeprefix("hidden_")): z[k].astype(np.float32) for k in z.files if k.startswith("hidden_")
+    }
+    query_hidden: dict[int, dict[str, np.ndarray]] = {}
+    for k in z.files:
+        if k.startswith("qhidden_"):
+            li, g = k.removeprefix("qhidden_").split("_", 1)
+            query_hidden.setdefault(int(li), {})[g] = z[k]
+    probe = ProbeFeatures(
+        z["mass"],
+        z["n_tokens"],
+        tuple(int(x) for x in z["layers"]),
+        1,
+        int(z["n_ctx"]),
+        group_mass,
+        hidden,
+        query_hidden,
+    )
+    return probe, z["n_read"]
 
 
 __all__ = ["ExtractedExample", "QAExample", "build_examples", "extract"]

@@ -26,6 +26,7 @@ from ctxcomp.compressors.features import FAMILIES, DocVectors, build_features, f
 from ctxcomp.compressors.probe import ProbeFeatures, PromptTemplate
 from ctxcomp.compressors.trained import TrainedProbe
 from ctxcomp.errors import ConfigError, InputError
+from ctxcomp.training.embeddings import CachedEmbedder
 from ctxcomp.training.examples import ExtractedExample, build_examples, extract
 from ctxcomp.training.qa import read_jsonl
 
@@ -54,6 +55,49 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((r[labels].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
+def feature_matrix(
+    data: Sequence[ExtractedExample],
+    *,
+    families: Sequence[str],
+    layers: Sequence[int],
+    heads: Sequence[tuple[int, int]],
+    embedder: Any,
+    doc_vectors: DocVectors = "embed",
+    hidden_layers: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stacked features, labels and context ids of several examples.
+
+    Args:
+        data: Extracted examples.
+        families: Feature families.
+        layers: Probe layers (a subset of the extracted ones).
+        heads: Selected ``(layer, head)`` pairs.
+        embedder: Embedder of the ``embedding`` family.
+        doc_vectors: Document vectors of the ``embedding`` family.
+        hidden_layers: Pooled hidden layers of the ``hidden`` family.
+
+    Returns:
+        ``(x [N, F], y [N], groups [N])``.
+    """
+    xs, ys, gs = [], [], []
+    for g, ex in enumerate(data):
+        probe = restrict(ex.probe, layers)
+        xs.append(
+            build_features(
+                ex.ctx,
+                probe,
+                families=families,
+                heads=heads,
+                embedder=embedder,
+                doc_vectors=doc_vectors,
+                hidden_layers=hidden_layers,
+            )
+        )
+        ys.append(ex.labels)
+        gs.append(np.full(len(ex.labels), g))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
+
+
 def _matrix(
     data: Sequence[ExtractedExample],
     families: Sequence[str],
@@ -62,17 +106,9 @@ def _matrix(
     embedder: Any,
     doc_vectors: DocVectors = "embed",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    xs, ys, gs = [], [], []
-    for g, ex in enumerate(data):
-        probe = restrict(ex.probe, layers)
-        xs.append(
-            build_features(
-                ex.ctx, probe, families=families, heads=heads, embedder=embedder, doc_vectors=doc_vectors
-            )
-        )
-        ys.append(ex.labels)
-        gs.append(np.full(len(ex.labels), g))
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
+    return feature_matrix(
+        data, families=families, layers=layers, heads=heads, embedder=embedder, doc_vectors=doc_vectors
+    )
 
 
 def restrict(probe: ProbeFeatures, layers: Sequence[int]) -> ProbeFeatures:
@@ -87,7 +123,14 @@ def restrict(probe: ProbeFeatures, layers: Sequence[int]) -> ProbeFeatures:
     """
     idx = [probe.layers.index(li) for li in layers]
     return ProbeFeatures(
-        probe.mass[idx], probe.n_tokens, tuple(layers), probe.n_windows, probe.n_context_tokens
+        probe.mass[idx],
+        probe.n_tokens,
+        tuple(layers),
+        probe.n_windows,
+        probe.n_context_tokens,
+        {g: v[idx] for g, v in probe.group_mass.items()},
+        probe.hidden,
+        probe.query_hidden,
     )
 
 
@@ -123,34 +166,6 @@ def rank_heads(data: Sequence[ExtractedExample], layers: Sequence[int]) -> list[
     mean = total / count
     pairs = [(li, h) for li in layers for h in range(n_heads)]
     return [pairs[i] for i in sorted(range(len(pairs)), key=lambda i: (-float(mean[i]), pairs[i]))]
-
-
-class CachedEmbedder:
-    """Memoises embeddings across the many CV refits of one training run (pass one to several fits).
-
-    Args:
-        inner: The embedder to wrap.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.id = getattr(inner, "id", "embedder")
-        self.memo: dict[str, np.ndarray] = {}
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embeddings of ``texts``, computing only the ones not seen before.
-
-        Args:
-            texts: Strings.
-
-        Returns:
-            ``[n, dim]`` embeddings.
-        """
-        missing = [t for t in dict.fromkeys(texts) if t not in self.memo]
-        if missing:
-            for t, v in zip(missing, np.asarray(self.inner.embed(missing)), strict=True):
-                self.memo[t] = v
-        return np.stack([self.memo[t] for t in texts])
 
 
 def fit_probe(

@@ -118,11 +118,13 @@ def has_answer(text: str, answers: Sequence[str]) -> bool:
     return any((a := normalize_answer(x)) and a in t for x in answers)
 
 
-def split_of(question: str) -> str:
-    """Deterministic split of a question: ``eval`` for one in five (by sha256), else ``train``.
+def split_of(question: str, *, eval_every: int = 5) -> str:
+    """Deterministic split of a question: ``eval`` for one in ``eval_every`` (by sha256), else ``train``.
 
     Args:
         question: Question text.
+        eval_every: One question in this many is ``eval`` (5 for the NQ pool; the smaller same-topic
+            and multi-hop sets use 2).
 
     Returns:
         ``"train"`` or ``"eval"``.
@@ -132,7 +134,7 @@ def split_of(question: str) -> str:
         'train'
     """
     h = int(hashlib.sha256(question.encode()).hexdigest(), 16)
-    return "eval" if h % 5 == 0 else "train"
+    return "eval" if h % eval_every == 0 else "train"
 
 
 def passage(ctx: Mapping[str, Any]) -> str:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,10 +66,23 @@ def test_packaged_model_folder_found() -> None:
     assert (folder / "modules.json").is_file()
 
 
-def test_missing_sentence_transformers_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_sentence_transformers_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A folder that is not the plain Transformer -> mean Pooling -> Normalize shape needs
+    # sentence-transformers itself (the packaged MiniLM does not: MeanPooledEncoder runs it).
+    (tmp_path / "modules.json").write_text('[{"type": "sentence_transformers.models.Transformer"}]')
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     with pytest.raises(MissingDependencyError, match=r"ctxcomp\[faiss\]"):
-        SentenceTransformerEmbedder().embed(["x"])
+        SentenceTransformerEmbedder(str(tmp_path)).embed(["x"])
+
+
+def test_packaged_minilm_needs_no_sentence_transformers(monkeypatch: pytest.MonkeyPatch) -> None:
+    if packaged_model_dir() is None:
+        pytest.skip("no pip-packaged all-MiniLM-L6-v2 installed")
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    v = SentenceTransformerEmbedder(device="cpu").embed(["Paris is in France."])
+    assert v.shape == (1, 384)
 
 
 @pytest.mark.slow

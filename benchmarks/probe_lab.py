@@ -1,0 +1,178 @@
+"""Probe ablations on the TRAIN split: which features and which fusion carry across regimes.
+
+Usage:
+
+    python -m benchmarks.probe_lab extract --proxy gemma-3-270m        # fill the feature cache
+    python -m benchmarks.probe_lab ablate --proxy gemma-3-270m         # grouped-CV table -> JSON
+
+Training contexts come from ``benchmarks/data`` through the package's own builder
+(:func:`ctxcomp.training.contexts.training_contexts`): NQ-open questions dealt round-robin to the
+dense / lexical / mixed / random regimes (4-20 documents), SQuAD same-topic contexts and HotpotQA
+multi-hop contexts, train split only. Every variant is scored by 5-fold CV grouped by question,
+reported per regime (mean per-question sentence AUC and within-gold-document AUC), so the choice
+of the shipped probe never looks at the eval split. Writes ``benchmarks/results/ablation-<proxy>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.quality import extract_set, extraction_plan
+from benchmarks.regimes import DATA
+from ctxcomp.training.contexts import training_contexts
+
+HERE = Path(__file__).resolve().parent
+
+
+def train_data_files() -> list[Path]:
+    """The data files probes train on (every shipped set)."""
+    return [
+        DATA / "nq-open-dev.jsonl",
+        *sorted(DATA.glob("samehop-*.jsonl")),
+        *sorted(DATA.glob("multihop-*.jsonl")),
+    ]
+
+
+def load(proxy: str, reader_name: str, n_nq: int, only_cached: bool = False) -> list[Any]:
+    """Training contexts of every file, extracted (cached)."""
+    from ctxcomp.models.loader import load_tokenizer
+    from ctxcomp.models.probed import ProbedLM
+    from ctxcomp.retrieval import resolve_embedder
+    from ctxcomp.text.tokens import TokenCounter
+    from ctxcomp.training.embeddings import CachedEmbedder
+
+    lm = ProbedLM(proxy).load()
+    reader = TokenCounter(load_tokenizer(reader_name), reader_name)
+    layers, hidden = extraction_plan(proxy, lm.num_layers)
+    emb = CachedEmbedder(resolve_embedder(None))
+    out = []
+    for path in train_data_files():
+        limit = n_nq if path.name.startswith("nq-") else None
+        ctxs = training_contexts([path], split="train", n_docs=(4, 20), limit=limit, embedder=emb)
+        t = time.perf_counter()
+        out += extract_set(lm, reader, path.stem, ctxs, layers, hidden, only_cached=only_cached)
+        print(
+            f"{path.name}: {len(ctxs)} contexts in {time.perf_counter() - t:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return out
+
+
+BASE = ("attention", "doc_attention", "embedding", "bm25", "position")
+#: name -> (families, learner)
+VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "shipped families, logistic": (BASE, "logistic"),
+    "no attention (MiniLM+BM25+position), logistic": (("embedding", "bm25", "position"), "logistic"),
+    "no attention + within_doc, logistic": (("embedding", "bm25", "position", "within_doc"), "logistic"),
+    "shipped + within_doc, logistic": ((*BASE, "within_doc"), "logistic"),
+    "shipped + within_doc + query_attention, logistic": (
+        (*BASE, "within_doc", "query_attention"),
+        "logistic",
+    ),
+    "all families, logistic": ((*BASE, "within_doc", "query_attention", "hidden"), "logistic"),
+    "all families, pairwise": ((*BASE, "within_doc", "query_attention", "hidden"), "pairwise"),
+    "all families, mlp": ((*BASE, "within_doc", "query_attention", "hidden"), "mlp"),
+    "no MiniLM (prefill + BM25), pairwise": (
+        ("attention", "doc_attention", "bm25", "position", "within_doc", "query_attention", "hidden"),
+        "pairwise",
+    ),
+    "shipped + within_doc, pairwise": ((*BASE, "within_doc"), "pairwise"),
+}
+
+
+def run_ablation(
+    data: list[Any], hidden: Sequence[int], *, folds: int = 5, k_heads: int = 16, c: float = 0.1
+) -> dict:
+    """Out-of-fold scores of every variant; per regime mean sentence AUC and within-gold AUC."""
+    from ctxcomp.compressors.features import bm25_scores
+    from ctxcomp.retrieval import resolve_embedder
+    from ctxcomp.training.embeddings import CachedEmbedder
+    from ctxcomp.training.fit import feature_matrix, rank_heads
+    from ctxcomp.training.learners import auc_of, fit_learner, grouped_folds
+
+    emb = CachedEmbedder(resolve_embedder(None))
+    data = [e for e in data if e.labels.any() and not e.labels.all()]
+    layers = list(data[0].probe.layers)
+    regimes = np.array([e.source.regime for e in data])
+    fold_of = grouped_folds(len(data), folds)
+    gold_masks = [np.isin(np.asarray(e.ctx.doc_of), np.asarray(e.source.gold)) for e in data]
+
+    def report(oof: list[np.ndarray]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for r in [*sorted(set(regimes)), "all"]:
+            idx = [i for i in range(len(data)) if r == "all" or regimes[i] == r]
+            a = [auc_of(oof[i], data[i].labels) for i in idx]
+            g = [auc_of(oof[i][gold_masks[i]], data[i].labels[gold_masks[i]]) for i in idx]
+            out[r] = {"n": len(idx), "auc": float(np.nanmean(a)), "gold_auc": float(np.nanmean(g))}
+        return out
+
+    results: dict[str, Any] = {
+        "baselines": {
+            "minilm": report([(lambda v: v[1:] @ v[0])(emb.embed([e.question, *e.ctx.texts])) for e in data]),
+            "bm25": report([bm25_scores(e.question, e.ctx.texts) for e in data]),
+        },
+        "variants": {},
+    }
+    print("baselines", json.dumps(results["baselines"]), file=sys.stderr, flush=True)
+    for name, (families, learner) in VARIANTS.items():
+        t = time.perf_counter()
+        oof: list[np.ndarray] = [np.zeros(0)] * len(data)
+        for f in range(folds):
+            tr = [i for i in range(len(data)) if fold_of[i] != f]
+            te = [i for i in range(len(data)) if fold_of[i] == f]
+            heads = rank_heads([data[i] for i in tr], layers)[:k_heads] if "attention" in families else []
+            kw = {
+                "families": families,
+                "layers": layers,
+                "heads": heads,
+                "embedder": emb,
+                "hidden_layers": hidden,
+            }
+            xtr, ytr, gtr = feature_matrix([data[i] for i in tr], **kw)
+            model = fit_learner(learner, xtr, ytr, gtr, c=c)
+            for i in te:
+                x, _, _ = feature_matrix([data[i]], **kw)
+                oof[i] = model.decision(x)
+        results["variants"][name] = report(oof)
+        brief = {r: round(v["auc"], 3) for r, v in results["variants"][name].items()}
+        print(f"{name} ({time.perf_counter() - t:.0f}s)", json.dumps(brief), file=sys.stderr, flush=True)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["extract", "ablate"])
+    ap.add_argument("--proxy", default="gemma-3-270m")
+    ap.add_argument("--reader", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--n-nq", type=int, default=600, help="NQ training contexts (all four regimes together)")
+    ap.add_argument("--only-cached", action="store_true", help="use only contexts already extracted")
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    data = load(args.proxy, args.reader, args.n_nq, only_cached=args.only_cached)
+    if args.command == "extract":
+        return
+    from ctxcomp.models.probed import ProbedLM
+
+    _, hidden = extraction_plan(args.proxy, ProbedLM(args.proxy).load().num_layers)
+    result = {
+        "proxy": args.proxy,
+        "split": "train",
+        "cv": "5-fold grouped by question",
+        **run_ablation(data, hidden),
+    }
+    out = Path(args.out or HERE / "results" / f"ablation-{args.proxy}.json")
+    out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
