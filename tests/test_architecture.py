@@ -94,6 +94,7 @@ def test_public_names_are_pinned() -> None:
         "query",
         "train-probe",
         "calibrate",
+        "serve",
         "cache",
     }
     from ctxcomp.integrations.langchain import CtxcompCompressor, CtxcompReorder, CtxcompRetriever

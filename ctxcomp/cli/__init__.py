@@ -15,7 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ctxcomp.cli import cache, calibrate, compress, index, jsonl, train
+from ctxcomp.cli import cache, calibrate, compress, index, jsonl, serve, train
 from ctxcomp.cli.common import EXIT_OK, EXIT_USAGE
 from ctxcomp.errors import CtxcompError
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ctxcomp {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (compress, jsonl, index, train, calibrate, cache):
+    for module in (compress, jsonl, index, train, calibrate, serve, cache):
         module.add_parser(sub)
     return parser
 
