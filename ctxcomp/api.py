@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import threading
 import time
@@ -56,6 +57,7 @@ from ctxcomp.types import (
     check_call,
 )
 
+logger = logging.getLogger(__name__)
 
 def check_query(query: object) -> str:
     """Validate a question.
@@ -368,6 +370,7 @@ class Compressor:
             count=DocCounts(documents, cands.sentences, cands.doc_of, count=reader.count).total,
         )
         timings["prune"] = time.perf_counter() - t
+        warnings = _budget_warnings(cands, scores, n_tok, kept, call.budget)
         t = time.perf_counter()
         order = self.place(query, cands, scores, kept)
         timings["reorder"] = time.perf_counter() - t
@@ -392,6 +395,7 @@ class Compressor:
             reader_tokenizer=reader.name,
             scorer=self.scorer.name,
             n_windows=prober.n_prefills,
+            warnings=warnings,
         )
         return _result(cands, scores, n_tok, kept, order, text, stats)
 
@@ -510,6 +514,24 @@ def _batch_item(
         f"must be (query, docs) or a mapping, got {type(item).__name__}",
         "pass (query, docs) tuples",
     )
+
+
+def _budget_warnings(
+    cands: Candidates, scores: np.ndarray, n_tok: Sequence[int], kept: Sequence[bool], budget: int
+) -> tuple[str, ...]:
+    """Say so when the best-scoring sentence did not fit the budget (the budget stays a hard limit)."""
+    if not cands.sentences:
+        return ()
+    best = int(np.argmax(scores))
+    if kept[best] or n_tok[best] <= budget:
+        return ()
+    s = cands.sentences[best]
+    msg = (
+        f"the best-scoring sentence (document {s.doc_id!r}, sentence {s.index}) has {n_tok[best]} tokens, "
+        f"more than the whole budget of {budget}, and was dropped; raise budget/ratio to keep it"
+    )
+    logger.warning(msg)
+    return (msg,)
 
 
 def _group(cands: Candidates, kept: Sequence[bool]) -> dict[int, list[int]]:

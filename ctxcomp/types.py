@@ -432,12 +432,21 @@ class Stats:
             reader tokenizer.
         kept_tokens: Tokens of :attr:`CompressedContext.text` under the reader tokenizer.
         budget: The token budget that was enforced.
-        ratio: ``original_tokens / kept_tokens`` (``inf`` when nothing is kept, 1.0 for empty input).
-        timings: Seconds spent per stage (``split``, ``probe``, ``score``, ``prune``, ``reorder``, ``total``).
+        ratio: Deprecated alias of :attr:`compression` (kept for one release; note that the
+            ``ratio`` *argument* of ``compress`` is the share kept, the other way round).
+        timings: Seconds spent per stage (``split``, ``probe``, ``score``, ``prune``, ``reorder``,
+            ``fit``, ``total``).
         proxy_model: The proxy model spec.
         reader_tokenizer: The tokenizer used for budgets.
         scorer: The scorer that produced the scores.
         n_windows: Number of proxy prefills (more than one when the context exceeded ``max_proxy_tokens``).
+        warnings: Things the caller should know about this result (e.g. the best-scoring sentence
+            did not fit the budget); also logged once per call.
+
+    Example:
+        >>> s = Stats(200, 50, 50, 4.0, {}, "m", "m", "probe", 1)
+        >>> s.compression, s.kept_share
+        (4.0, 0.25)
     """
 
     original_tokens: int
@@ -449,6 +458,20 @@ class Stats:
     reader_tokenizer: str
     scorer: str
     n_windows: int
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def compression(self) -> float:
+        """How many times smaller the result is: ``original_tokens / kept_tokens`` (``inf`` when
+        nothing is kept, 1.0 for empty input)."""
+        if self.kept_tokens:
+            return self.original_tokens / self.kept_tokens
+        return 1.0 if self.original_tokens == 0 else float("inf")
+
+    @property
+    def kept_share(self) -> float:
+        """Share of the original tokens kept: ``kept_tokens / original_tokens`` (1.0 for empty input)."""
+        return self.kept_tokens / self.original_tokens if self.original_tokens else 1.0
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ctxcomp.cli import cache, calibrate, compress, index, jsonl, serve, train
@@ -55,8 +57,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    first_run = logging.getLogger("ctxcomp.first_run")  # slow one-time work is always announced
+    first_run.setLevel(logging.INFO)
+    if not first_run.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("ctxcomp: %(message)s"))
+        first_run.addHandler(handler)
+        first_run.propagate = False
+    if not args.verbose:  # transformers' per-load "Loading weights" bars only with -v
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings(record=True) as caught:  # printed as "ctxcomp: warning: ..."
+            warnings.simplefilter("default")
+            try:
+                return int(args.func(args))
+            finally:
+                for w in caught:
+                    print(f"ctxcomp: warning: {w.message}", file=sys.stderr)
     except CtxcompError as err:
         print(f"ctxcomp: error: {err}", file=sys.stderr)
         return EXIT_USAGE

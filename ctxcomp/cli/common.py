@@ -187,6 +187,40 @@ def open_docs(spec: str) -> list[Any]:
         ) from err
 
 
+def summary_line(stats: Any) -> str:
+    """The one-line summary every subcommand prints for a compression result.
+
+    Args:
+        stats: A :class:`~ctxcomp.Stats`.
+
+    Returns:
+        ``"ctxcomp: 191 -> 51 tokens (3.7x smaller, 27% kept) in 8.12 s"``.
+
+    Example:
+        >>> from ctxcomp import Stats
+        >>> summary_line(Stats(191, 51, 60, 3.7, {"total": 8.1234}, "m", "m", "probe", 1))
+        'ctxcomp: 191 -> 51 tokens (3.7x smaller, 27% kept) in 8.12 s'
+    """
+    total = stats.timings.get("total", 0.0)
+    return (
+        f"ctxcomp: {stats.original_tokens} -> {stats.kept_tokens} tokens "
+        f"({stats.compression:.1f}x smaller, {stats.kept_share:.0%} kept) in {total:.2f} s"
+    )
+
+
+def report(stats: Any) -> None:
+    """Print :func:`summary_line` and any warnings of a result to stderr.
+
+    Args:
+        stats: A :class:`~ctxcomp.Stats`.
+    """
+    import sys
+
+    print(summary_line(stats), file=sys.stderr)
+    for w in stats.warnings:
+        print(f"ctxcomp: warning: {w}", file=sys.stderr)
+
+
 def print_json(obj: Any) -> None:
     """Print ``obj`` as one line of valid JSON, always: non-finite numbers become ``null``, numpy
     scalars plain numbers, other objects their ``str``; text that is not valid Unicode is escaped.
@@ -243,4 +277,6 @@ __all__ = [
     "open_docs",
     "print_json",
     "read_docs",
+    "report",
+    "summary_line",
 ]

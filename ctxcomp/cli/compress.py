@@ -18,7 +18,9 @@ from ctxcomp.cli.common import (
     config_from_args,
     open_docs,
     print_json,
+    report,
 )
+from ctxcomp.errors import InputError
 
 
 def add_parser(sub: Any) -> None:
@@ -62,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
     check_query(args.query)
     check_text("--query", args.query)  # undecodable bytes in argv arrive as lone surrogates
     docs = open_docs(args.docs)
+    if not docs:
+        source = "stdin" if args.docs == "-" else repr(args.docs)
+        raise InputError(
+            "--docs",
+            f"{source} holds no documents",
+            'give one JSON document a line: {"id", "text"} or a string',
+        )
     result = Compressor(config_from_args(args)).compress(
         args.query, docs, budget=args.budget, ratio=args.ratio
     )
@@ -69,9 +78,5 @@ def run(args: argparse.Namespace) -> int:
         print_json(result.to_dict())
     else:
         sys.stdout.write(result.text + "\n")
-    s = result.stats
-    print(
-        f"kept {s.kept_tokens}/{s.original_tokens} tokens ({s.ratio:.1f}x) in {s.timings['total']:.2f}s",
-        file=sys.stderr,
-    )
+    report(result.stats)
     return EXIT_OK

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ctxcomp.cli.common import EXIT_OK, add_config_args, config_from_args
+from ctxcomp.cli.common import EXIT_OK, add_config_args, config_from_args, report
 from ctxcomp.errors import InputError
 
 #: The embedder used when none is given (mirrors ctxcomp.retrieval.embedders.DEFAULT_EMBEDDER, which
@@ -170,11 +170,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
         print(json.dumps(ctx.to_dict(), ensure_ascii=False, indent=2))
     else:
         print(ctx.text)
-        stats = ctx.stats
-        print(
-            f"\n[{stats.original_tokens} -> {stats.kept_tokens} tokens, ratio {stats.ratio:.2f}x]",
-            file=sys.stderr,
-        )
+        report(ctx.stats)
     return EXIT_OK
 
 

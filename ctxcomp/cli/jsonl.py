@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import sys
@@ -218,6 +219,14 @@ def _close(fh: IO[str], failed: list[bool]) -> None:
         ) from err
 
 
+def _nothing_left(spec: str, planner: Planner, max_bytes: int) -> bool:
+    """Whether every non-blank line of the input file is already done (only for a file, not stdin)."""
+    if spec == "-":
+        return False
+    with open(spec, "rb") as fh:
+        return all(line in planner.done for line, _ in read_lines(fh, max_bytes))
+
+
 def _open_input(spec: str) -> IO[bytes]:
     if spec != "-":
         return open(spec, "rb")  # closed by the caller's ExitStack
@@ -257,6 +266,13 @@ def run(args: argparse.Namespace) -> int:
                     planner.remember(line, key)
                     previous_errors += what == "ERRORS"
     total = None if args.input == "-" else count_lines(Path(args.input))
+    if args.resume and _nothing_left(args.input, planner, args.max_line_bytes):
+        print(
+            f"compress-jsonl: nothing left to do: every line of {args.input} is already in OUT or the errors "
+            "file (the model was not loaded)",
+            file=sys.stderr,
+        )
+        return EXIT_RECORD_ERRORS if previous_errors else EXIT_OK
     compressor = None
     load_s = 0.0
     if args.engine == "local":  # load first: a model that does not load leaves no files behind
@@ -283,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
 
     with contextlib.ExitStack() as stack:
         out = real_stdout if out_path is None else opened(out_path)
-        errors = None if err_path is None else opened(err_path)
+        errors = None if err_path is None else functools.partial(opened, err_path)
         # Nothing but records reaches stdout: stray prints (libraries, Ray workers) go to stderr.
         stack.enter_context(contextlib.redirect_stdout(sys.stderr))
         # Error records on a non-terminal stderr stay one clean JSON line each: no bar then.

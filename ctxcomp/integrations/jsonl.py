@@ -261,16 +261,24 @@ class Sink:
     def __init__(
         self,
         out: IO[str],
-        errors: IO[str] | None,
+        errors: IO[str] | Callable[[], IO[str]] | None,
         progress: Any,
         on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.out = out
-        self.errors = errors
+        # A callable opens the errors file on the first error record: a clean run leaves none behind.
+        self._errors = errors
         self.progress = progress
         self.on_failure = on_failure
         self.n_ok = 0
         self.n_errors = 0
+
+    @property
+    def errors(self) -> IO[str] | None:
+        """The errors stream (opened now if it was given as an opener)."""
+        if callable(self._errors):
+            self._errors = self._errors()
+        return self._errors
 
     def write(self, ok: bool, rec: dict[str, Any]) -> None:
         """Write one record to OUT (``ok``) or ERRORS.

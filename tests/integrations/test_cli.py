@@ -42,7 +42,7 @@ def test_compress_text_and_json(docs_file: Path, tiny_qwen: Path, capsys: pytest
     out = capsys.readouterr()
     assert rc == 0
     assert "Paris is the capital of France." in out.out
-    assert "kept" in out.err
+    assert "\nctxcomp: " in "\n" + out.err and " tokens (" in out.err and "x smaller" in out.err
     rc = main(
         [
             "compress",
@@ -137,3 +137,30 @@ def test_compress_reorder_attnrank_flags(
     data = json.loads(capsys.readouterr().out)
     best = max(data["documents"], key=lambda d: d["score"])
     assert data["documents"][-1]["id"] == best["id"]  # the best document sits at the profile's peak
+
+
+def test_empty_docs_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    assert main(["compress", "--query", "q?", "--docs", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ctxcomp: error: --docs:") and "holds no documents" in err and "Fix:" in err
+
+
+def test_best_sentence_over_budget_is_reported(tiny_qwen: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ctxcomp import CompressionConfig, Compressor
+
+    comp = Compressor(CompressionConfig(proxy_model=str(tiny_qwen), scorer="attention"))
+    long = "This single sentence is far too long to fit into a tiny budget of only a few tokens at all."
+    ctx = comp.compress("q?", [long, "Short."], budget=4)
+    best = max(ctx.sentences, key=lambda s: s.score)
+    if best.text == long:
+        assert ctx.stats.warnings and "raise budget/ratio" in ctx.stats.warnings[0]
+    assert ctx.stats.kept_tokens <= 4  # the budget stays a hard promise
+    assert ctx.stats.compression == ctx.stats.ratio and 0 <= ctx.stats.kept_share <= 1
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("ctxcomp ")

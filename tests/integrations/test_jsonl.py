@@ -154,7 +154,7 @@ def test_clean_corpus_exits_zero(tmp_path: Path, tiny_qwen: Path) -> None:
     out_path = tmp_path / "out.jsonl"
     assert main(["compress-jsonl", str(inp), str(out_path), "--ratio", "0.5", *proxy_args(tiny_qwen)]) == 0
     assert len(read_jsonl(out_path)) == 6
-    assert (tmp_path / "out.errors.jsonl").read_text() == ""
+    assert not (tmp_path / "out.errors.jsonl").exists()  # a clean run leaves no errors file
 
 
 def test_custom_fields_and_threads(tmp_path: Path, tiny_qwen: Path) -> None:
@@ -340,3 +340,25 @@ def test_read_lines_and_repair(tmp_path: Path) -> None:
     assert repair_tail(p) == 17 and p.read_bytes() == b""
     assert default_errors_path("a/out.jsonl") == Path("a/out.errors.jsonl")
     assert default_errors_path("out.txt") == Path("out.txt.errors.jsonl")
+
+
+def test_clean_run_writes_no_errors_file_and_resume_with_nothing_left_skips_the_model(
+    tmp_path: Path, tiny_qwen: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", [MIXED_LINES[0], MIXED_LINES[11]])
+    out = tmp_path / "out.jsonl"
+    assert main(["compress-jsonl", str(inp), str(out), "--ratio", "0.5", *proxy_args(tiny_qwen)]) == 0
+    assert out.is_file() and not (tmp_path / "out.errors.jsonl").exists()
+    capsys.readouterr()
+
+    from ctxcomp.api import Compressor
+
+    def no_load(self: Compressor) -> Compressor:
+        raise AssertionError("nothing is left to do: the model must not load")
+
+    monkeypatch.setattr(Compressor, "load", no_load)
+    assert (
+        main(["compress-jsonl", str(inp), str(out), "--ratio", "0.5", "--resume", *proxy_args(tiny_qwen)])
+        == 0
+    )
+    assert "nothing left to do" in capsys.readouterr().err
