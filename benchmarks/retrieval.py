@@ -11,7 +11,7 @@ Cases, each run in its own subprocess so that peak RSS (``ru_maxrss``) belongs t
 
 Usage::
 
-    python benchmarks/retrieval.py --data ../shared/data/nq-open-dev.jsonl.gz \\
+    python benchmarks/retrieval.py --data benchmarks/data/nq-open-dev.jsonl \\
         --sizes 10000 100000 1000000 --out benchmarks/results/retrieval.json
 
 Writes JSON (and a PNG when matplotlib is installed).

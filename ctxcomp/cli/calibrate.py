@@ -1,7 +1,7 @@
 """The ``ctxcomp calibrate`` command: measure a reader's positional attention profile.
 
 Example:
-    $ ctxcomp calibrate --model gemma-3-270m --data nq-open-dev.jsonl.gz --slots 10 --n 24 \\
+    $ ctxcomp calibrate --model gemma-3-270m --data benchmarks/data/nq-open-dev.jsonl --slots 10 --n 24 \\
         --out profile.json --plot profile.png
 """
 

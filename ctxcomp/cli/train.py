@@ -1,7 +1,7 @@
 """``ctxcomp train-probe``: train a Sentinel-style probe for a proxy model.
 
 Example:
-    $ ctxcomp train-probe --model gemma-3-270m --data nq-open-dev.jsonl.gz --out my-probe.json
+    $ ctxcomp train-probe --model gemma-3-270m --data benchmarks/data/nq-open-dev.jsonl --out my-probe.json
 """
 
 from __future__ import annotations
