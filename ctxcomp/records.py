@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -457,6 +457,55 @@ def compress_record(
     return True, output_record(line, rec, ctx)
 
 
+def compress_records(
+    compressor: Any,
+    items: Sequence[tuple[int | None, Any]],
+    fields: Fields,
+    budget: int | None,
+    ratio: float | None,
+) -> list[tuple[bool, dict[str, Any]]]:
+    """Validate and compress several records in one :meth:`~ctxcomp.Compressor.compress_batch` call
+    (their prefills share padded batches where the compressor batches); failures become error records.
+
+    Args:
+        compressor: A :class:`~ctxcomp.Compressor` (anything with only ``compress`` is served one by one).
+        items: ``(line, parsed record)`` pairs.
+        fields: Field names.
+        budget: Token budget per record.
+        ratio: Keep ratio per record.
+
+    Returns:
+        ``(ok, record)`` per item, in order.
+
+    Example:
+        >>> items = [(1, {"id": 1, "query": "q?", "docs": ["A."]})]
+        >>> compress_records(comp, items, Fields(), None, 0.5)  # doctest: +SKIP
+    """
+    batch = getattr(compressor, "compress_batch", None)
+    if batch is None:
+        return [compress_record(compressor, line, obj, fields, budget, ratio) for line, obj in items]
+    out: list[tuple[bool, dict[str, Any]] | None] = [None] * len(items)
+    parsed: list[tuple[int, int | None, Record]] = []
+    for k, (line, obj) in enumerate(items):
+        try:
+            parsed.append((k, line, parse_record(obj, fields)))
+        except Exception as err:
+            _log_unexpected(err, line)
+            out[k] = (False, error_record(line, valid_id(obj, fields), err))
+    results = batch(
+        [{"query": r.query, "docs": r.docs, "budget": budget, "ratio": ratio} for _, _, r in parsed],
+        return_exceptions=True,
+    )
+    for (k, line, rec), res in zip(parsed, results, strict=True):
+        if isinstance(res, BaseException):
+            if isinstance(res, Exception):
+                _log_unexpected(res, line)
+            out[k] = (False, error_record(line, rec.id, res))
+        else:
+            out[k] = (True, output_record(line, rec, res))
+    return [o for o in out if o is not None]
+
+
 _UNEXPECTED_LOGGED: set[str] = set()
 
 
@@ -476,6 +525,7 @@ __all__ = [
     "Record",
     "SupportsCompress",
     "compress_record",
+    "compress_records",
     "error_field",
     "error_reason",
     "error_record",

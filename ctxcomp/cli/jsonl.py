@@ -100,7 +100,8 @@ def add_parser(subparsers: Any) -> None:
         type=int,
         default=16,
         metavar="B",
-        help="records in flight at once (local) / per worker batch (ray); default 16",
+        help="records per batch: one compress_batch call, whose prefills share padded forward passes "
+        "where batching pays (GPU); default 16",
     )
     p.add_argument(
         "--num-workers",

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from ctxcomp.config import DEFAULT_MAX_INPUT_CHARS
 from ctxcomp.errors import InputError
-from ctxcomp.records import Fields, SupportsCompress, compress_record, error_record, load_json, valid_id
+from ctxcomp.records import Fields, SupportsCompress, compress_records, error_record, load_json, valid_id
 
 
 def max_line_bytes_for(max_input_chars: int | None) -> int:
@@ -385,7 +385,10 @@ def run_local(
     num_workers: int,
     batch_size: int,
 ) -> None:
-    """Compress in threads sharing one model; at most ``batch_size`` records in flight; input order out.
+    """Compress batches of ``batch_size`` records in threads sharing one model; input order out.
+
+    Each batch is one :meth:`~ctxcomp.Compressor.compress_batch` call (its prefills share padded
+    forward passes where the compressor batches); at most ``num_workers`` batches are in flight.
 
     Args:
         items: Tasks and error records in line order.
@@ -395,26 +398,32 @@ def run_local(
         budget: Token budget per record.
         ratio: Keep ratio per record.
         num_workers: Threads.
-        batch_size: Records in flight at most.
+        batch_size: Records per batch.
     """
+    pending: deque[Future[list[tuple[bool, dict[str, Any]]]] | list[tuple[bool, dict[str, Any]]]] = deque()
+    chunk: list[Task | dict[str, Any]] = []
 
-    pending: deque[Future[tuple[bool, dict[str, Any]]] | tuple[bool, dict[str, Any]]] = deque()
+    def run(group: list[Task | dict[str, Any]]) -> list[tuple[bool, dict[str, Any]]]:
+        tasks = [(t.line, t.obj) for t in group if isinstance(t, Task)]
+        done = iter(compress_records(compressor, tasks, fields, budget, ratio))
+        return [next(done) if isinstance(t, Task) else (False, t) for t in group]
 
     def drain(limit: int) -> None:
         while len(pending) > limit:
             head = pending.popleft()
-            write(*(head.result() if isinstance(head, Future) else head))
+            for ok, rec in head.result() if isinstance(head, Future) else head:
+                write(ok, rec)
 
     with ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="ctxcomp") as pool:
         try:
             for item in items:
-                if isinstance(item, Task):
-                    pending.append(
-                        pool.submit(compress_record, compressor, item.line, item.obj, fields, budget, ratio)
-                    )
-                else:
-                    pending.append((False, item))
-                drain(batch_size - 1)
+                chunk.append(item)
+                if len(chunk) >= batch_size:
+                    pending.append(pool.submit(run, chunk))
+                    chunk = []
+                    drain(num_workers)
+            if chunk:
+                pending.append(pool.submit(run, chunk))
             drain(0)
         finally:
             for f in pending:

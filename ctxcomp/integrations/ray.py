@@ -38,7 +38,7 @@ from ctxcomp._deps import require
 from ctxcomp.config import CompressionConfig
 from ctxcomp.errors import ConfigError, InputError
 from ctxcomp.integrations.jsonl import Task
-from ctxcomp.records import Fields, compress_record, error_record, load_json
+from ctxcomp.records import Fields, compress_records, error_record, load_json
 
 #: Bytes of raw records gathered on the driver before they are put into the object store.
 CHUNK_BYTES = 32 << 20
@@ -83,13 +83,28 @@ class CompressBatch:
         import pyarrow as pa
 
         lines: list[int | None] = []
+        results: list[tuple[bool, dict[str, Any]] | None] = []
+        todo: list[tuple[int, int | None, Any]] = []  # (slot, line, parsed record)
+        for row in batch.to_pylist():
+            line = row.get(self.line_field) if self.line_field else None
+            lines.append(line)
+            parsed = self._parse(row, line)
+            if isinstance(parsed, tuple):
+                results.append(parsed)
+            else:
+                todo.append((len(results), line, parsed))
+                results.append(None)
+        done = compress_records(
+            self.compressor, [(line, obj) for _, line, obj in todo], self.fields, self.budget, self.ratio
+        )  # one batch: its prefills share padded forward passes where the compressor batches
+        for (slot, _, _), res in zip(todo, done, strict=True):
+            results[slot] = res
         ids: list[str | None] = []
         oks: list[bool] = []
         records: list[str] = []
-        for row in batch.to_pylist():
-            line = row.get(self.line_field) if self.line_field else None
-            ok, rec = self._one(row, line)
-            lines.append(line)
+        for entry in results:
+            assert entry is not None
+            ok, rec = entry
             ids.append(None if rec["id"] is None else str(rec["id"]))
             oks.append(ok)
             records.append(json.dumps(rec, ensure_ascii=False, allow_nan=False))
@@ -102,15 +117,14 @@ class CompressBatch:
             }
         )
 
-    def _one(self, row: dict[str, Any], line: int | None) -> tuple[bool, dict[str, Any]]:
+    def _parse(self, row: dict[str, Any], line: int | None) -> Any:
+        """The row's record object, or an ``(False, error record)`` pair for a row that is not JSON."""
         if self.json_field is not None:
             try:
-                obj = load_json(row.get(self.json_field) or "", where=self.json_field)
+                return load_json(row.get(self.json_field) or "", where=self.json_field)
             except InputError as err:
                 return False, error_record(line, None, err)
-        else:
-            obj = {k: v for k, v in row.items() if k != self.line_field}
-        return compress_record(self.compressor, line, obj, self.fields, self.budget, self.ratio)
+        return {k: v for k, v in row.items() if k != self.line_field}
 
 
 def compress_dataset(

@@ -189,13 +189,13 @@ def test_stdin_to_stdout_stays_clean(
 ) -> None:
     data = "\n".join([MIXED_LINES[0], "{not json", MIXED_LINES[11]]) + "\n"
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data.encode())))
-    real = jsonl.compress_record
+    real = jsonl.compress_records
 
     def noisy(*args: Any, **kwargs: Any) -> Any:
         print("library noise")  # a stray print must not reach stdout
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(jsonl, "compress_record", noisy)
+    monkeypatch.setattr(jsonl, "compress_records", noisy)
     rc = main(["compress-jsonl", "-", "-", "--ratio", "0.5", *proxy_args(tiny_qwen)])
     cap = capsys.readouterr()
     assert rc == 3
@@ -211,16 +211,16 @@ def test_compression_errors_are_recorded(
 ) -> None:
     from ctxcomp.api import Compressor
 
-    real = Compressor.compress
+    real = Compressor.place  # a step inside compression, for batched and single calls alike
 
-    def flaky(self: Compressor, query: str, docs: Any, **kw: Any) -> Any:
-        if '"s1"' in json.dumps([d.metadata for d in docs]):
+    def flaky(self: Compressor, query: str, cands: Any, *args: Any) -> Any:
+        if '"s1"' in json.dumps([d.metadata for d in cands.docs]):
             raise InputError("docs", "cannot be compressed", "test")
-        if '"s2"' in json.dumps([d.metadata for d in docs]):
+        if '"s2"' in json.dumps([d.metadata for d in cands.docs]):
             raise RuntimeError("boom")
-        return real(self, query, docs, **kw)
+        return real(self, query, cands, *args)
 
-    monkeypatch.setattr(Compressor, "compress", flaky)
+    monkeypatch.setattr(Compressor, "place", flaky)
     inp = write_lines(tmp_path / "in.jsonl", synthetic(4))
     out_path = tmp_path / "out.jsonl"
     errors = tmp_path / "errs" / "e.jsonl"
