@@ -53,4 +53,4 @@ def test_compress_corpus_sh(tiny_qwen: Path, tmp_path: Path) -> None:
     ids = [json.loads(line)["id"] for line in (EXAMPLES / "sample_corpus.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ids and 3 <= len(ids) <= 5
     assert f"[{ids[0]}]" in out and "from " in out
-    assert (tmp_path / "out.errors.jsonl").read_text() == ""
+    assert not (tmp_path / "out.errors.jsonl").exists()  # nothing failed: no errors file
