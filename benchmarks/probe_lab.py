@@ -68,25 +68,39 @@ def load(proxy: str, reader_name: str, n_nq: int, only_cached: bool = False) -> 
 
 
 BASE = ("attention", "doc_attention", "embedding", "bm25", "position")
-#: name -> (families, learner)
-VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
-    "shipped families, logistic": (BASE, "logistic"),
-    "no attention (MiniLM+BM25+position), logistic": (("embedding", "bm25", "position"), "logistic"),
-    "no attention + within_doc, logistic": (("embedding", "bm25", "position", "within_doc"), "logistic"),
-    "shipped + within_doc, logistic": ((*BASE, "within_doc"), "logistic"),
-    "shipped + within_doc + query_attention, logistic": (
-        (*BASE, "within_doc", "query_attention"),
-        "logistic",
-    ),
-    "all families, logistic": ((*BASE, "within_doc", "query_attention", "hidden"), "logistic"),
-    "all families, pairwise": ((*BASE, "within_doc", "query_attention", "hidden"), "pairwise"),
-    "all families, mlp": ((*BASE, "within_doc", "query_attention", "hidden"), "mlp"),
-    "no MiniLM (prefill + BM25), pairwise": (
-        ("attention", "doc_attention", "bm25", "position", "within_doc", "query_attention", "hidden"),
+ALL = (*BASE, "within_doc", "query_attention", "hidden")
+NO_MINILM = ("attention", "doc_attention", "bm25", "position", "within_doc", "query_attention", "hidden")
+#: name -> (families, learner, options); options: within_doc (share of within-document pairs),
+#: balance (weight each data source equally: NQ pool, same-topic, multi-hop).
+VARIANTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
+    "shipped families, logistic": (BASE, "logistic", {}),
+    "no attention (MiniLM+BM25+position), logistic": (("embedding", "bm25", "position"), "logistic", {}),
+    "no attention + within_doc, pairwise balanced": (
+        ("embedding", "bm25", "position", "within_doc"),
         "pairwise",
+        {"within_doc": 0.5, "balance": True},
     ),
-    "shipped + within_doc, pairwise": ((*BASE, "within_doc"), "pairwise"),
+    "shipped + within_doc, pairwise": ((*BASE, "within_doc"), "pairwise", {}),
+    "all families, logistic": (ALL, "logistic", {}),
+    "all families, pairwise": (ALL, "pairwise", {}),
+    "all families, pairwise balanced": (ALL, "pairwise", {"balance": True}),
+    "all families, pairwise balanced, within-doc pairs": (
+        ALL,
+        "pairwise",
+        {"within_doc": 0.5, "balance": True},
+    ),
+    "all families, mlp": (ALL, "mlp", {}),
+    "no MiniLM, pairwise balanced, within-doc pairs": (
+        NO_MINILM,
+        "pairwise",
+        {"within_doc": 0.5, "balance": True},
+    ),
 }
+
+
+def source_of(ctx: Any) -> str:
+    """The data source a context came from (NQ pool regimes count as one source)."""
+    return "nq" if ctx.regime in ("dense", "lexical", "mixed", "random") else ctx.regime
 
 
 def run_ablation(
@@ -123,7 +137,10 @@ def run_ablation(
         "variants": {},
     }
     print("baselines", json.dumps(results["baselines"]), file=sys.stderr, flush=True)
-    for name, (families, learner) in VARIANTS.items():
+    sources = np.array([source_of(e.source) for e in data])
+    share = {src: float((sources == src).mean()) for src in set(sources)}
+    balance_w = np.array([1.0 / (len(share) * share[src]) for src in sources])  # per context
+    for name, (families, learner, opts) in VARIANTS.items():
         t = time.perf_counter()
         oof: list[np.ndarray] = [np.zeros(0)] * len(data)
         for f in range(folds):
@@ -138,7 +155,22 @@ def run_ablation(
                 "hidden_layers": hidden,
             }
             xtr, ytr, gtr = feature_matrix([data[i] for i in tr], **kw)
-            model = fit_learner(learner, xtr, ytr, gtr, c=c)
+            dtr = np.concatenate([np.asarray(data[i].ctx.doc_of) for i in tr])
+            wtr = (
+                np.concatenate([np.full(len(data[i].labels), balance_w[i]) for i in tr])
+                if opts.get("balance")
+                else None
+            )
+            model = fit_learner(
+                learner,
+                xtr,
+                ytr,
+                gtr,
+                c=c,
+                docs=dtr,
+                within_doc=opts.get("within_doc", 0.0),
+                group_weight=wtr,
+            )
             for i in te:
                 x, _, _ = feature_matrix([data[i]], **kw)
                 oof[i] = model.decision(x)

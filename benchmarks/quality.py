@@ -28,7 +28,6 @@ Writes ``benchmarks/results/quality-regimes-<proxy>.json`` and a PNG plot beside
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -42,13 +41,12 @@ from benchmarks.regimes import SETS, contexts
 from ctxcomp.compressors.features import bm25_scores, build_features
 from ctxcomp.compressors.prune import DocCounts, assemble, fit_exactly, select
 from ctxcomp.compressors.trained import TrainedProbe, find_shipped_probe, load_probe
-from ctxcomp.models.loader import cache_dir
 from ctxcomp.models.presets import PRESETS
 from ctxcomp.models.probed import ProbedLM
 from ctxcomp.text.split import split_documents
 from ctxcomp.training.contexts import QAContext, all_facts_kept
 from ctxcomp.training.embeddings import CachedEmbedder
-from ctxcomp.training.examples import ExtractedExample, extract
+from ctxcomp.training.examples import ExtractedExample, extract, features_cache
 from ctxcomp.training.fit import auc, restrict
 from ctxcomp.training.qa import has_answer
 
@@ -79,9 +77,7 @@ def extract_set(
     only_cached: bool = False,
 ) -> list[ExtractedExample]:
     """Prefill features of one set (cached per question under the ctxcomp cache, resumable)."""
-    src = lm.source
-    key = hashlib.sha256(json.dumps([src.model_id, src.weights_sha256, getattr(reader, "name", "")]).encode())
-    cache = cache_dir() / "features" / f"regimes-{key.hexdigest()[:12]}"
+    cache = features_cache(lm, getattr(reader, "name", ""))
     return extract(
         lm,
         ctxs,

@@ -88,38 +88,51 @@ class QAContext:
 
 
 def read_contexts(path: str | Path) -> list[QAContext]:
-    """Contexts written with :meth:`QAContext.to_json`, one a line.
+    """Contexts, one a line: :meth:`QAContext.to_json` objects, or any ``{"question", "answers",
+    "docs": [str | {"id"?, "text", "metadata"?}]}`` rows (labelled by answer string).
 
     Args:
-        path: A JSONL file.
+        path: A JSONL(.gz) file.
 
     Returns:
         The contexts.
 
     Raises:
-        InputError: A line lacks a field.
+        InputError: A line lacks a field or holds a bad document.
     """
+    from ctxcomp.records import parse_documents
     from ctxcomp.training.qa import iter_jsonl
 
     out = []
     for lineno, r in iter_jsonl(path):
-        try:
-            out.append(
-                QAContext(
-                    str(r["id"]),
-                    r["question"],
-                    tuple(r["answers"]),
-                    tuple(Document(d["id"], d["text"], d.get("metadata") or {}) for d in r["docs"]),
-                    tuple(tuple(s) for s in r.get("support", [])),
-                    tuple(r.get("gold", [])),
-                    r.get("source", ""),
-                    r.get("regime", ""),
-                )
-            )
-        except (KeyError, TypeError) as err:
+        where = f"{path}:{lineno}"
+        if not isinstance(r, dict) or not isinstance(r.get("question"), str) or "docs" not in r:
             raise InputError(
-                f"{path}:{lineno}", f"is not a context ({err})", "write QAContext.to_json() lines"
+                where, "needs 'question', 'answers' and 'docs'", 'write {"question", "answers", "docs"}'
+            )
+        answers = r.get("answers", [])
+        if not isinstance(answers, list):
+            raise InputError(f"{where}.answers", "must be a list of strings", 'write "answers": ["..."]')
+        try:
+            support = tuple((int(d), int(a), int(b)) for d, a, b in r.get("support", []))
+            gold = tuple(int(g) for g in r.get("gold", []))
+        except (TypeError, ValueError) as err:
+            raise InputError(
+                f"{where}.support", f"is malformed ({err})", "write [[doc, start, end], ...]"
             ) from err
+        docs = tuple(parse_documents(r["docs"], where=f"{where}.docs"))
+        out.append(
+            QAContext(
+                str(r.get("id", lineno)),
+                r["question"],
+                tuple(str(a) for a in answers),
+                docs,
+                support,
+                gold,
+                str(r.get("source", "")),
+                str(r.get("regime", "")),
+            )
+        )
     return out
 
 
@@ -446,6 +459,7 @@ def training_contexts(
     limit: int | None = None,
     seed: int = 0,
     embedder: Any = None,
+    nq_limit: int | None = None,
 ) -> list[QAContext]:
     """Contexts of every data file, each file's rows built by their kind (:func:`data_kind`).
 
@@ -460,6 +474,7 @@ def training_contexts(
         limit: At most this many contexts per file.
         seed: Seed of every choice.
         embedder: MiniLM override for the dense regimes.
+        nq_limit: At most this many contexts from an NQ-open pool (overrides ``limit`` for it).
 
     Returns:
         The contexts, file by file.
@@ -481,7 +496,7 @@ def training_contexts(
                 for r in nq_regimes
             ]
             mixed = [per[k % len(per)][k] for k in range(min(len(p) for p in per))]
-            out += mixed[:limit]
+            out += mixed[: nq_limit if nq_limit is not None else limit]
         elif kind == "same-topic":
             out += same_topic_contexts(rows, split=split, seed=seed, limit=limit)
         elif kind == "multihop":

@@ -124,6 +124,25 @@ def build_examples(
     return out
 
 
+def features_cache(lm: ProbedLM, reader_name: str) -> Path:
+    """The folder of cached prefill features for a proxy and reader tokenizer (per question inside).
+
+    Shared by ``train-probe`` and the benchmarks, so features are extracted once.
+
+    Args:
+        lm: The proxy.
+        reader_name: Name of the reader tokenizer (it counts the per-sentence reader tokens stored).
+
+    Returns:
+        The folder (not created).
+    """
+    from ctxcomp.models.loader import cache_dir
+
+    src = lm.source
+    key = hashlib.sha256(json.dumps([src.model_id, src.weights_sha256, reader_name]).encode()).hexdigest()
+    return cache_dir() / "features" / f"regimes-{key[:12]}"
+
+
 @dataclass
 class ExtractedExample:
     """Cached per-question material for training and evaluation.
@@ -270,4 +289,4 @@ def _load_npz(f: Path) -> tuple[ProbeFeatures, np.ndarray]:
     return probe, z["n_read"]
 
 
-__all__ = ["ExtractedExample", "QAExample", "build_examples", "extract"]
+__all__ = ["ExtractedExample", "QAExample", "build_examples", "extract", "features_cache"]

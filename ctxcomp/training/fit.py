@@ -13,22 +13,17 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ctxcomp.compressors.features import FAMILIES, DocVectors, build_features, feature_names
-from ctxcomp.compressors.probe import ProbeFeatures, PromptTemplate
+from ctxcomp.compressors.probe import ProbeFeatures
 from ctxcomp.compressors.trained import TrainedProbe
 from ctxcomp.errors import ConfigError, InputError
 from ctxcomp.training.embeddings import CachedEmbedder
-from ctxcomp.training.examples import ExtractedExample, build_examples, extract
-from ctxcomp.training.qa import read_jsonl
+from ctxcomp.training.examples import ExtractedExample
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -168,6 +163,25 @@ def rank_heads(data: Sequence[ExtractedExample], layers: Sequence[int]) -> list[
     return [pairs[i] for i in sorted(range(len(pairs)), key=lambda i: (-float(mean[i]), pairs[i]))]
 
 
+def source_of(example: ExtractedExample) -> str:
+    """The data source of an example, for balancing (the NQ-pool regimes count as one source)."""
+    regime = getattr(example.source, "regime", "")
+    return "nq" if regime in ("", "dense", "lexical", "mixed", "random") else str(regime)
+
+
+def _objective(scores: np.ndarray, ex: ExtractedExample) -> float:
+    """Per-context selection objective: mean of the sentence AUC and the AUC inside the gold document(s)
+    (the sentence AUC alone where the gold documents hold a single class)."""
+    a = auc(scores, ex.labels)
+    gold = getattr(ex.source, "gold", ()) or ()
+    if not gold:
+        return a
+    mask = np.isin(np.asarray(ex.ctx.doc_of), np.asarray(gold))
+    y = ex.labels[mask]
+    g = auc(scores[mask], y) if 0 < y.sum() < len(y) else float("nan")
+    return a if not np.isfinite(g) else (a + g) / 2
+
+
 def fit_probe(
     data: Sequence[ExtractedExample],
     *,
@@ -187,12 +201,18 @@ def fit_probe(
     depths: Sequence[int] | None = None,
     depth_tolerance: float = 0.005,
     doc_vectors: DocVectors = "embed",
+    hidden_layers: Sequence[int] = (),
+    learner: str = "logistic",
+    within_doc: float = 0.0,
+    balance: bool = False,
 ) -> TrainedProbe:
-    """Fit a probe on extracted examples, choosing ``C``, the head count and the depth by grouped CV AUC.
+    """Fit a probe on extracted examples, choosing ``C``, the head count and the depth by grouped CV.
 
+    The CV objective is, per context, the mean of the sentence AUC and the AUC inside the gold
+    document(s) (a compressor must rank sentences inside a document, not only pick the document).
     The depth is the deepest layer the probe reads: the proxy's forward pass stops after it, so a
     shallower probe is proportionally cheaper. Of the candidate ``depths``, the shallowest whose
-    CV AUC is within ``depth_tolerance`` of the best is chosen (accuracy first, then speed).
+    objective is within ``depth_tolerance`` of the best is chosen (accuracy first, then speed).
 
     Args:
         data: Extracted examples (at least ``folds`` questions with a positive).
@@ -207,22 +227,31 @@ def fit_probe(
         folds: CV folds (grouped by question); 0 or 1 fits the first grid point without CV.
         query_positions: Probe rows used in extraction.
         focus: Whether extraction used the answer-hint template.
-        seed: Seed of the fold assignment.
+        seed: Seed of the fold assignment and the pair sampling.
         meta: Extra fields stored in the file.
         depths: Candidate deepest layers (each restricts ``layers`` to those <= it); ``None`` uses
             the deepest of ``layers`` only.
-        depth_tolerance: CV AUC a shallower depth may give up against the best depth.
+        depth_tolerance: Objective a shallower depth may give up against the best depth.
         doc_vectors: Document vectors of the ``embedding`` family (see :func:`build_features`).
+        hidden_layers: Pooled hidden layers of the ``hidden`` family.
+        learner: ``logistic`` (pointwise) or ``pairwise`` (ranking within a context); see
+            :mod:`ctxcomp.training.learners`.
+        within_doc: Share of within-document negatives in each positive's pairs (``pairwise``).
+        balance: Weight each data source (NQ pool, same-topic, multi-hop) equally.
 
     Returns:
         The fitted probe.
 
     Raises:
         InputError: Too few usable questions.
+        ConfigError: A learner the probe file cannot hold.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    from ctxcomp.training.learners import fit_learner
 
+    if learner not in ("logistic", "pairwise"):
+        raise ConfigError(
+            "learner", f"{learner!r} cannot be stored in a probe file", "use logistic or pairwise"
+        )
     usable = [ex for ex in data if ex.labels.any() and not ex.labels.all()]
     if len(usable) < max(folds, 2):
         raise InputError(
@@ -234,11 +263,14 @@ def fit_probe(
         from ctxcomp.retrieval import resolve_embedder
 
         embedder = CachedEmbedder(resolve_embedder(embedder))
+    sources = [source_of(ex) for ex in usable]
+    counts = {src: sources.count(src) for src in set(sources)}
+    ctx_w = [len(usable) / (len(counts) * counts[src]) if balance else 1.0 for src in sources]
     rng = np.random.default_rng(seed)
     fold_of = rng.permutation(len(usable)) % max(folds, 1)
     use_att = "attention" in families
     grid_k = list(k_grid) if use_att else [0]
-    uses_layers = use_att or "doc_attention" in families
+    uses_layers = bool({"attention", "doc_attention", "query_attention"} & set(families))
     all_layers = sorted(layers)
     # Candidate deepest layers; ``None`` (no depth to choose) when no family reads layers.
     candidates: list[int | None] = [None]
@@ -249,25 +281,31 @@ def fit_probe(
                 "depths", f"no candidate depth is >= the first layer {all_layers[0]}", "pass deeper ones"
             )
         candidates = [*deep]
+    kw: dict[str, Any] = {"embedder": embedder, "doc_vectors": doc_vectors, "hidden_layers": hidden_layers}
+
+    def fit(idx: Sequence[int], lays: list[int], heads: list[tuple[int, int]], c: float) -> Any:
+        x, y, g = feature_matrix([usable[i] for i in idx], families=families, layers=lays, heads=heads, **kw)
+        docs = np.concatenate([np.asarray(usable[i].ctx.doc_of) for i in idx])
+        w = np.concatenate([np.full(len(usable[i].labels), ctx_w[i]) for i in idx])
+        return fit_learner(learner, x, y, g, c=c, docs=docs, within_doc=within_doc, group_weight=w, seed=seed)
 
     def cv_grid(lays: list[int]) -> dict[tuple[float, int], list[float]]:
         results: dict[tuple[float, int], list[float]] = {}
         if folds <= 1:  # no model selection: the single grid point, no CV estimate
             results[(c_grid[0], grid_k[0])] = [float("nan")]
         for f in range(folds if folds > 1 else 0):
-            tr = [ex for ex, fo in zip(usable, fold_of, strict=True) if fo != f]
-            te = [ex for ex, fo in zip(usable, fold_of, strict=True) if fo == f]
-            ranked = rank_heads(tr, lays) if use_att else []
+            tr = [i for i in range(len(usable)) if fold_of[i] != f]
+            te = [i for i in range(len(usable)) if fold_of[i] == f]
+            ranked = rank_heads([usable[i] for i in tr], lays) if use_att else []
             for k in grid_k:
                 heads = ranked[:k]
-                xtr, ytr, _ = _matrix(tr, families, lays, heads, embedder, doc_vectors)
-                xte, yte, gte = _matrix(te, families, lays, heads, embedder, doc_vectors)
-                scaler = StandardScaler().fit(xtr)
+                xs = [
+                    feature_matrix([usable[i]], families=families, layers=lays, heads=heads, **kw)[0]
+                    for i in te
+                ]
                 for c in c_grid:
-                    lr = LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
-                    lr.fit(scaler.transform(xtr), ytr)
-                    s = lr.decision_function(scaler.transform(xte))
-                    per_q = [auc(s[gte == g], yte[gte == g]) for g in np.unique(gte)]
+                    model = fit(tr, lays, heads, c)
+                    per_q = [_objective(model.decision(x), usable[i]) for x, i in zip(xs, te, strict=True)]
                     results.setdefault((c, k), []).append(float(np.nanmean(per_q)))
         return results
 
@@ -290,14 +328,15 @@ def fit_probe(
     layers = chosen["layers"] if uses_layers else list(layers)
     best_c, best_k, cv, results = chosen["C"], chosen["k_heads"], chosen["auc"], chosen["grid"]
     heads = rank_heads(usable, layers)[:best_k] if use_att else []
-    x, y, _ = _matrix(usable, families, layers, heads, embedder, doc_vectors)
-    scaler = StandardScaler().fit(x)
-    lr = LogisticRegression(C=best_c, class_weight="balanced", max_iter=2000).fit(scaler.transform(x), y)
+    model = fit(range(len(usable)), list(layers), heads, best_c)
+    n_sent = sum(len(ex.labels) for ex in usable)
+    n_pos = sum(int(ex.labels.sum()) for ex in usable)
     from ctxcomp import __version__
 
     all_meta = {
         "cv": {
             "auc": cv if folds > 1 else None,
+            "objective": "per context: mean of sentence AUC and within-gold-document AUC",
             "C": best_c,
             "k_heads": best_k,
             "folds": folds,
@@ -315,11 +354,19 @@ def fit_probe(
             ],
         },
         "doc_vectors": doc_vectors,
-        "training": {"n_questions": len(usable), "n_sentences": len(y), "n_positive": int(y.sum())},
+        "learner": {"kind": learner, "within_doc": within_doc, "balance": balance},
+        "training": {
+            "n_questions": len(usable),
+            "n_sentences": n_sent,
+            "n_positive": n_pos,
+            "sources": {src: counts[src] for src in sorted(counts)},
+        },
         "ctxcomp_version": __version__,
         **(meta or {}),
     }
-    kept_layers = tuple(layers) if use_att or "doc_attention" in families else ()
+    if "hidden" in families:
+        all_meta["hidden_layers"] = [int(x) for x in hidden_layers]
+    kept_layers = tuple(layers) if uses_layers else ()
     return TrainedProbe(
         path=None,
         model_spec=model_spec,
@@ -328,135 +375,17 @@ def fit_probe(
         layers=kept_layers,
         heads=tuple(heads),
         families=tuple(families),
-        feature_names=tuple(feature_names(families, kept_layers, heads)),
-        mean=scaler.mean_.astype(np.float64),
-        scale=scaler.scale_.astype(np.float64),
-        coef=lr.coef_[0].astype(np.float64),
-        intercept=float(lr.intercept_[0]),
+        feature_names=tuple(
+            feature_names(families, kept_layers, heads, hidden_layers if "hidden" in families else ())
+        ),
+        mean=model.mean.astype(np.float64),
+        scale=model.scale.astype(np.float64),
+        coef=model.coef.astype(np.float64),
+        intercept=float(model.intercept),
         query_positions=query_positions,
         focus=focus,
         meta=all_meta,
     )
-
-
-def train_probe(
-    model: str,
-    data: str | Path,
-    out: str | Path,
-    *,
-    split: str = "train",
-    n_questions: int = 500,
-    n_docs: int = 6,
-    layers: Sequence[int] | None = None,
-    families: Sequence[str] = FAMILIES,
-    seed: int = 0,
-    progress: bool = True,
-    command: str | None = None,
-    embedder: str | None = None,
-    depths: Sequence[int] | None = None,
-    doc_vectors: DocVectors = "embed",
-) -> TrainedProbe:
-    """Train a probe for a proxy and write it as JSON (the ``ctxcomp train-probe`` command).
-
-    Args:
-        model: Proxy model spec.
-        data: NQ-style JSONL(.gz) (see :func:`build_examples`).
-        out: Output probe JSON path.
-        split: Question split to train on.
-        n_questions: Number of training questions.
-        n_docs: Documents per training context.
-        layers: Layers to read (default: the preset's extraction layers, or the lower two thirds).
-        families: Feature families.
-        seed: Seed for positions and folds.
-        progress: Progress bars.
-        command: The command line, recorded for reproducibility.
-        embedder: Embedder id for hard negatives and the ``embedding`` family (default MiniLM);
-            recorded in the probe so scoring uses the same one.
-        depths: Candidate deepest layers, chosen by CV (see :func:`fit_probe`). Default: the last
-            extraction layer of each quarter of ``layers`` (features are extracted once, for all).
-        doc_vectors: ``"embed"`` (each document embedded whole; the default: 1-1.6 points higher
-            CV AUC on the shipped probes) or ``"mean"`` (mean of its sentence vectors: one MiniLM
-            pass over the sentences only, faster). See :func:`build_features`.
-
-    Returns:
-        The trained probe (also written to ``out``).
-
-    Example:
-        >>> train_probe("qwen2.5-coder-0.5b-instruct", "nq.jsonl.gz", "probe.json")  # doctest: +SKIP
-    """
-    from ctxcomp.models.loader import cache_dir
-    from ctxcomp.models.probed import ProbedLM
-
-    unknown = set(families) - set(FAMILIES)
-    if unknown:
-        raise ConfigError("families", f"unknown families {sorted(unknown)}", f"choose from {list(FAMILIES)}")
-    t0 = time.perf_counter()
-    rows = read_jsonl(data)
-    data_sha = hashlib.sha256(Path(data).read_bytes()).hexdigest()
-    from ctxcomp.retrieval import resolve_embedder
-
-    emb = resolve_embedder(embedder)
-    examples = build_examples(rows, split=split, n_docs=n_docs, seed=seed, limit=n_questions, embedder=emb)
-    lm = ProbedLM(model).load()
-    template = PromptTemplate()
-    n_layers = lm.num_layers
-    if layers is None:
-        layers = default_extraction_layers(model, n_layers)
-    layers = sorted({li + n_layers if li < 0 else li for li in layers})
-    src = lm.source
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                src.model_id,
-                src.weights_sha256,
-                data_sha,
-                split,
-                n_docs,
-                seed,
-                list(layers),
-                template.__dict__,
-            ]
-        ).encode()
-    ).hexdigest()[:16]
-    extracted = extract(
-        lm,
-        examples,
-        layers=layers,
-        template=template,
-        cache=cache_dir() / "features" / key,
-        progress=progress,
-    )
-    if depths is None:
-        depths = sorted({layers[max(0, round(q * len(layers)) - 1)] for q in (0.25, 0.5, 0.75, 1.0)})
-    probe = fit_probe(
-        extracted,
-        model_spec=model,
-        model_id=src.model_id,
-        weights_sha256=src.weights_sha256,
-        layers=layers,
-        families=families,
-        seed=seed,
-        embedder=emb,
-        depths=depths,
-        doc_vectors=doc_vectors,
-        meta={
-            "embedder": emb.id,
-            "template": template.__dict__,
-            "data": {
-                "path": Path(data).name,
-                "sha256": data_sha,
-                "split": split,
-                "n_docs": n_docs,
-                "n_questions_requested": n_questions,
-                "seed": seed,
-            },
-            "command": command,
-            "train_seconds": round(time.perf_counter() - t0, 1),
-        },
-    )
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(probe.to_dict(), indent=1))
-    return probe
 
 
 def default_extraction_layers(model: str, n_layers: int) -> list[int]:
@@ -483,5 +412,4 @@ __all__ = [
     "fit_probe",
     "rank_heads",
     "restrict",
-    "train_probe",
 ]

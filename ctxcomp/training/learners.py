@@ -69,19 +69,38 @@ class Fitted:
 
 
 def _pairs(
-    y: np.ndarray, groups: np.ndarray, rng: np.random.Generator, per_pos: int
+    y: np.ndarray,
+    groups: np.ndarray,
+    rng: np.random.Generator,
+    per_pos: int,
+    docs: np.ndarray | None = None,
+    within_doc: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (positive, negative) within each group, at most ``per_pos`` negatives a positive."""
-    a, b = [], []
+    """Index pairs (positive, negative) within each group, at most ``per_pos`` negatives a positive.
+
+    With ``docs``, a share ``within_doc`` of each positive's negatives comes from its own document
+    (when it has any): the pairs that teach ranking *inside* a document.
+    """
+    a: list[int] = []
+    b: list[int] = []
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
         pos, neg = idx[y[idx]], idx[~y[idx]]
         if len(pos) == 0 or len(neg) == 0:
             continue
         for p in pos:
-            take = neg if len(neg) <= per_pos else rng.choice(neg, size=per_pos, replace=False)
-            a += [p] * len(take)
-            b += list(take)
+            take: list[int] = []
+            if docs is not None and within_doc > 0:
+                same = neg[docs[neg] == docs[p]]
+                k = min(len(same), max(1, round(per_pos * within_doc)))
+                if k:
+                    take = [int(i) for i in rng.choice(same, size=k, replace=False)]
+            rest = np.setdiff1d(neg, take)
+            k = min(len(rest), per_pos - len(take))
+            if k > 0:
+                take += [int(i) for i in rng.choice(rest, size=k, replace=False)]
+            a += [int(p)] * len(take)
+            b += take
     return np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
 
 
@@ -95,6 +114,9 @@ def fit_learner(
     hidden: int = 16,
     seed: int = 0,
     per_pos: int = 24,
+    docs: np.ndarray | None = None,
+    within_doc: float = 0.0,
+    group_weight: np.ndarray | None = None,
 ) -> Fitted:
     """Fit one learner.
 
@@ -107,6 +129,10 @@ def fit_learner(
         hidden: Hidden units of ``mlp``.
         seed: Seed of the pair sampling / MLP initialisation.
         per_pos: Negatives paired with each positive (``pairwise``).
+        docs: ``[N]`` document id of each row within its context (``pairwise`` within-document pairs).
+        within_doc: Share of each positive's negatives drawn from its own document (``pairwise``).
+        group_weight: ``[N]`` weight of each row's context (e.g. to balance data sources);
+            ``logistic`` and ``pairwise`` only.
 
     Returns:
         The fitted learner.
@@ -124,15 +150,18 @@ def fit_learner(
     mean, scale = scaler.mean_.astype(np.float64), np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     z = (x - mean) / scale  # [N, F]
     rng = np.random.default_rng(seed)
+    w = np.ones(len(y)) if group_weight is None else np.asarray(group_weight, dtype=np.float64)
     if kind == "logistic":
-        lr = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(z, y)
+        balance = np.where(y, len(y) / max(2 * y.sum(), 1), len(y) / max(2 * (~y).sum(), 1))
+        lr = LogisticRegression(C=c, max_iter=3000).fit(z, y, sample_weight=w * balance)
         return Fitted(kind, mean, scale, lr.coef_[0].astype(np.float64), float(lr.intercept_[0]))
     if kind == "pairwise":
-        a, b = _pairs(y, groups, rng, per_pos)
+        a, b = _pairs(y, groups, rng, per_pos, docs, within_doc)
         d = z[a] - z[b]  # [P, F]
         dx = np.concatenate([d, -d])
         dy = np.concatenate([np.ones(len(d), dtype=bool), np.zeros(len(d), dtype=bool)])
-        lr = LogisticRegression(C=c, fit_intercept=False, max_iter=3000).fit(dx, dy)
+        pw = np.concatenate([w[a], w[a]])
+        lr = LogisticRegression(C=c, fit_intercept=False, max_iter=3000).fit(dx, dy, sample_weight=pw)
         return Fitted(kind, mean, scale, lr.coef_[0].astype(np.float64), 0.0, info={"pairs": len(d)})
     from sklearn.neural_network import MLPClassifier
 

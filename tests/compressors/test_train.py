@@ -13,8 +13,8 @@ from ctxcomp.cli import main
 from ctxcomp.compressors.trained import find_shipped_probe, load_probe, probe_from_dict, shipped_probes
 from ctxcomp.errors import ConfigError, ProbeMismatchError
 from ctxcomp.training.examples import build_examples
-from ctxcomp.training.fit import train_probe
 from ctxcomp.training.qa import has_answer, split_of
+from ctxcomp.training.train import train_probe
 
 CITIES = ["Paris", "Rome", "Oslo", "Lima", "Kyiv", "Doha", "Bern", "Riga", "Baku", "Sofia"]
 
@@ -69,7 +69,7 @@ def test_train_probe_tiny(tiny_qwen: Path, tmp_path: Path, monkeypatch: pytest.M
         "ctxcomp_version",
     ):
         assert key in d
-    assert d["data"]["sha256"] and d["training"]["n_questions"] == 30
+    assert d["data"]["files"][0]["sha256"] and d["training"]["n_questions"] == 30
     assert 0.0 <= d["cv"]["auc"] <= 1.0
     # The lexical families alone separate this synthetic data: the CV AUC must show it.
     assert d["cv"]["auc"] > 0.8
