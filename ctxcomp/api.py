@@ -59,6 +59,7 @@ from ctxcomp.types import (
 
 logger = logging.getLogger(__name__)
 
+
 def check_query(query: object) -> str:
     """Validate a question.
 
