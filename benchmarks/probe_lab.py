@@ -69,11 +69,12 @@ def load(proxy: str, reader_name: str, n_nq: int, only_cached: bool = False) -> 
 
 BASE = ("attention", "doc_attention", "embedding", "bm25", "position")
 ALL = (*BASE, "within_doc", "query_attention", "hidden")
+COV = (*ALL, "coverage")
 NO_MINILM = ("attention", "doc_attention", "bm25", "position", "within_doc", "query_attention", "hidden")
 #: name -> (families, learner, options); options: within_doc (share of within-document pairs),
 #: balance (weight each data source equally: NQ pool, same-topic, multi-hop).
 VARIANTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
-    "shipped families, logistic": (BASE, "logistic", {}),
+    "previous shipped families, logistic": (BASE, "logistic", {}),
     "no attention (MiniLM+BM25+position), logistic": (("embedding", "bm25", "position"), "logistic", {}),
     "no attention + within_doc, pairwise balanced": (
         ("embedding", "bm25", "position", "within_doc"),
@@ -95,6 +96,23 @@ VARIANTS: dict[str, tuple[tuple[str, ...], str, dict[str, Any]]] = {
         "pairwise",
         {"within_doc": 0.5, "balance": True},
     ),
+    # the question-coverage family (idf-weighted share of question words; within-document relative)
+    "all+cov, pairwise bal wd0.5 (shipped)": (COV, "pairwise", {"within_doc": 0.5, "balance": True}),
+    "all-hidden+cov, pairwise bal wd0.5": (
+        (*BASE, "within_doc", "query_attention", "coverage"),
+        "pairwise",
+        {"within_doc": 0.5, "balance": True},
+    ),
+    "all+cov, logistic bal": (COV, "logistic", {"balance": True}),
+    "base+wd+cov, pairwise bal wd0.5": (
+        (*BASE, "within_doc", "coverage"),
+        "pairwise",
+        {"within_doc": 0.5, "balance": True},
+    ),
+    "all+cov, mlp": (COV, "mlp", {}),
+    "all+cov, pairwise bal wd0.25": (COV, "pairwise", {"within_doc": 0.25, "balance": True}),
+    "all+cov, pairwise bal wd1.0": (COV, "pairwise", {"within_doc": 1.0, "balance": True}),
+    "all+cov, pairwise bal wd2.0": (COV, "pairwise", {"within_doc": 2.0, "balance": True}),
 }
 
 
@@ -108,12 +126,13 @@ def run_ablation(
 ) -> dict:
     """Out-of-fold scores of every variant; per regime mean sentence AUC and within-gold AUC."""
     from ctxcomp.compressors.features import bm25_scores
+    from ctxcomp.models.loader import cache_dir
     from ctxcomp.retrieval import resolve_embedder
     from ctxcomp.training.embeddings import CachedEmbedder
     from ctxcomp.training.fit import feature_matrix, rank_heads
     from ctxcomp.training.learners import auc_of, fit_learner, grouped_folds
 
-    emb = CachedEmbedder(resolve_embedder(None))
+    emb = CachedEmbedder(resolve_embedder(None), store=cache_dir() / "embeddings" / "probe-lab-memo.npz")
     data = [e for e in data if e.labels.any() and not e.labels.all()]
     layers = list(data[0].probe.layers)
     regimes = np.array([e.source.regime for e in data])
@@ -137,6 +156,7 @@ def run_ablation(
         "variants": {},
     }
     print("baselines", json.dumps(results["baselines"]), file=sys.stderr, flush=True)
+    emb.save()
     sources = np.array([source_of(e.source) for e in data])
     share = {src: float((sources == src).mean()) for src in set(sources)}
     balance_w = np.array([1.0 / (len(share) * share[src]) for src in sources])  # per context
@@ -166,7 +186,7 @@ def run_ablation(
                 xtr,
                 ytr,
                 gtr,
-                c=c,
+                c=opts.get("c", c),
                 docs=dtr,
                 within_doc=opts.get("within_doc", 0.0),
                 group_weight=wtr,

@@ -23,6 +23,7 @@ _FAMILIES = (
     "query_attention",
     "hidden",
     "within_doc",
+    "coverage",
 )
 _NQ_REGIMES = ("dense", "lexical", "mixed", "random")
 

@@ -19,6 +19,8 @@ Families:
 * ``hidden``: for each pooled hidden layer, the cosine of each sentence's mean hidden state with the
   question's (last token, and mean over question tokens), both centred on the context's mean
   sentence state (raw LLM states share a large common direction);
+* ``coverage``: the idf-weighted share of the question's words the sentence contains (idf over
+  the context's sentences), and that share minus its maximum within the sentence's document;
 * ``within_doc``: each available base score (overall attention, MiniLM cosine, BM25, deepest hidden
   cosine) minus its maximum within the sentence's document: ranks sentences inside a document,
   which document-level evidence cannot do.
@@ -52,6 +54,7 @@ FAMILIES = (
     "query_attention",
     "hidden",
     "within_doc",
+    "coverage",
 )
 #: Families whose features come from the proxy's prefill.
 PREFILL_FAMILIES = frozenset({"attention", "doc_attention", "query_attention", "hidden"})
@@ -194,7 +197,36 @@ def feature_names(
             names += [f"hid_L{li}_last", f"hid_L{li}_query"]
     if "within_doc" in families:
         names += [f"wd_{b}" for b in _within_doc_bases(families, hidden_layers)]
+    if "coverage" in families:
+        names += ["qcov", "wd_qcov"]
     return names
+
+
+def question_coverage(query: str, sentences: Sequence[str]) -> np.ndarray:
+    """Idf-weighted share of the question's words that each sentence contains (idf over the sentences).
+
+    Args:
+        query: The question.
+        sentences: The candidate texts.
+
+    Returns:
+        ``[S]`` shares in ``[0, 1]``.
+
+    Example:
+        >>> cov = question_coverage("capital of france", ["paris is the capital of france", "berlin"])
+        >>> cov.round(2).tolist()
+        [1.0, 0.0]
+    """
+    docs = [set(_tokens(t)) for t in sentences]
+    n = len(docs)
+    if n == 0:
+        return np.zeros(0)
+    q = set(_tokens(query))
+    idf = {w: math.log(1 + (n + 1) / (sum(w in d for d in docs) + 0.5)) for w in q}
+    total = sum(idf.values())
+    if total <= 0:
+        return np.zeros(n)
+    return np.array([sum(idf[w] for w in q if w in d) / total for d in docs])
 
 
 def _within_doc_bases(families: Sequence[str], hidden_layers: Sequence[int]) -> list[str]:
@@ -336,6 +368,9 @@ def build_features(
         for name in _within_doc_bases(families, hidden_layers):
             x = base[name]
             cols.append(x - _doc_max(x, doc_of, n_docs))
+    if "coverage" in families:
+        cov = question_coverage(ctx.query, ctx.texts)
+        cols += [cov, cov - _doc_max(cov, np.asarray(ctx.doc_of), max(len(ctx.doc_sizes), 1))]
     if not cols:
         return np.zeros((s, 0))
     return np.stack(cols, axis=1).astype(np.float64)

@@ -43,12 +43,38 @@ class CachedEmbedder:
 
     Args:
         inner: The embedder to wrap.
+        store: A ``.npz`` file that keeps the memo across runs (loaded now, written by :meth:`save`).
     """
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, store: Any = None) -> None:
         self.inner = inner
         self.id = getattr(inner, "id", "embedder")
         self.memo: dict[str, np.ndarray] = {}
+        self.store = store
+        self._loaded = 0
+        if store is not None:
+            from pathlib import Path
+
+            path = Path(store)
+            if path.is_file():
+                z = np.load(path, allow_pickle=False)
+                for t, v in zip(z["texts"].tolist(), z["vectors"], strict=True):
+                    self.memo[str(t)] = v
+                self._loaded = len(self.memo)
+
+    def save(self) -> None:
+        """Write the memo to ``store`` when it grew (no-op without a store)."""
+        if self.store is None or len(self.memo) == self._loaded:
+            return
+        from pathlib import Path
+
+        path = Path(self.store)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        texts = list(self.memo)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, texts=np.array(texts, dtype=str), vectors=np.stack([self.memo[t] for t in texts]))
+        tmp.replace(path)
+        self._loaded = len(texts)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts``, computing only the ones not seen before.

@@ -131,7 +131,7 @@ def test_every_family_builds_the_named_columns() -> None:
     names = feature_names(FAMILIES, [1, 3], [(1, 0)], (3,))
     assert x.shape == (6, len(names)) and np.isfinite(x).all()
     wd = [i for i, n in enumerate(names) if n.startswith("wd_")]
-    assert [names[i] for i in wd] == ["wd_att", "wd_cos", "wd_bm25", "wd_hid"]
+    assert [names[i] for i in wd] == ["wd_att", "wd_cos", "wd_bm25", "wd_hid", "wd_qcov"]
     for i in wd:  # relative to the document's best: the best sentence of each document is 0
         for d in (0, 1):
             assert x[3 * d : 3 * d + 3, i].max() == 0.0
@@ -159,3 +159,13 @@ def test_context_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     p.write_text(json.dumps(c.to_json()) + "\n")
     (back,) = read_contexts(p)
     assert back == c
+
+
+def test_cli_family_choices_mirror_the_feature_families() -> None:
+    from ctxcomp.cli.train import _FAMILIES as cli_families
+    from ctxcomp.cli.train import _NQ_REGIMES
+    from ctxcomp.compressors.features import FAMILIES
+    from ctxcomp.training.contexts import NQ_REGIMES
+
+    assert tuple(cli_families) == tuple(FAMILIES)
+    assert tuple(_NQ_REGIMES) == tuple(NQ_REGIMES)
