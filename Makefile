@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DEMO_EXTRAS ?= offline
+DEMO_EXTRAS ?= offline,faiss
 TEST_EXTRAS ?= all
 
 .PHONY: setup setup-demo demo test lint bench-latency bench-quality bench-quality-quick bench-peers peers-venv gpu-prep clean

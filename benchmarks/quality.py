@@ -5,6 +5,7 @@ Usage (from a clean checkout, after ``make setup``):
     python -m benchmarks.quality --proxy gemma-3-270m --n 200            # all sets, eval split
     python -m benchmarks.quality --n 20 --quick      # a quick look (make bench-quality-quick)
     python -m benchmarks.quality --extract-only ...                      # fill the feature cache only
+    python -m benchmarks.quality --n 200 --n-e2e 25   # plus compress() end to end on 25 a set
 
 Sets (``benchmarks/regimes.py``): NQ-open with dense / lexical / mixed / random distractors (other
 questions' answer-free passages, 20 documents), SQuAD same-topic (same-article paragraphs, 10
@@ -201,6 +202,34 @@ def summarise(
     return out
 
 
+def end_to_end(
+    comp: Any, exs: Sequence[ExtractedExample], n: int, ratios: Sequence[float] = (5.0, 10.0)
+) -> dict[str, Any]:
+    """The library's own ``compress()`` (default scorer, real prefills, reader-token budgets) on
+    the first ``n`` questions of a set: answer recall (facts for multi-hop), achieved compression
+    and seconds per call, each with a 95% bootstrap interval."""
+    rows: list[dict[str, float]] = []
+    for e in list(exs)[:n]:
+        ctx: QAContext = e.source
+        row: dict[str, float] = {}
+        for r in ratios:
+            t = time.perf_counter()
+            res = comp.compress(ctx.question, list(ctx.docs), ratio=1.0 / r)
+            row[f"seconds@{r:g}x"] = time.perf_counter() - t
+            row[f"recall@{r:g}x"] = float(has_answer(res.text, ctx.answers))
+            row[f"compression@{r:g}x"] = res.stats.compression
+            if ctx.support:
+                cands = split_documents(list(ctx.docs))
+                kept = [s.kept for s in res.sentences]
+                row[f"facts@{r:g}x"] = float(all_facts_kept(ctx, cands, kept))
+        rows.append(row)
+    out: dict[str, Any] = {"n": len(rows), "scorer": comp.config.scorer}
+    for metric in rows[0] if rows else []:
+        m, lo, hi = bootstrap(np.array([r[metric] for r in rows]))
+        out[metric] = {"mean": m, "ci95": [lo, hi]}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -217,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--extract-only", action="store_true", help="fill the feature cache, report nothing")
     ap.add_argument("--quick", action="store_true", help="a quick look: no plot, results under a -quick name")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--n-e2e", type=int, default=0, help="questions per set also run through compress() end to end"
+    )
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     suffix = "-quick" if args.quick else ""
@@ -229,7 +261,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     lm = ProbedLM(args.proxy).load()
     reader = TokenCounter(load_tokenizer(args.reader), args.reader)
     layers, hidden = extraction_plan(args.proxy, lm.num_layers)
-    emb = CachedEmbedder(resolve_embedder(None))
+    from ctxcomp.models.loader import cache_dir
+
+    emb = CachedEmbedder(resolve_embedder(None), store=cache_dir() / "embeddings" / "quality-memo.npz")
     data: dict[str, list[ExtractedExample]] = {}
     for name in args.sets:
         t = time.perf_counter()
@@ -237,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         data[name] = extract_set(lm, reader, name, ctxs, layers, hidden)
         print(f"{name}: {len(ctxs)} contexts in {time.perf_counter() - t:.0f}s", file=sys.stderr, flush=True)
     if args.extract_only:
+        emb.save()
         return
 
     methods = baseline_methods(args.proxy, emb, args.seed)
@@ -268,6 +303,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         result["sets"][name] = {"n": len(exs), "methods": summarise(table)}
         brief = {m: round(v["auc"]["mean"], 3) for m, v in result["sets"][name]["methods"].items()}
         print(name, "AUC", json.dumps(brief), file=sys.stderr, flush=True)
+        emb.save()
+    if args.n_e2e:
+        from ctxcomp import CompressionConfig, Compressor
+
+        comp = Compressor(CompressionConfig(proxy_model=args.proxy, reader_tokenizer=args.reader)).load()
+        for name, exs in data.items():
+            result["sets"][name]["end_to_end"] = e2e = end_to_end(comp, exs, args.n_e2e)
+            key = "facts" if name == "multihop" else "recall"
+            print(
+                name,
+                "end-to-end",
+                key,
+                {k: round(v["mean"], 3) for k, v in e2e.items() if key in k},
+                file=sys.stderr,
+                flush=True,
+            )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=1))
     if not args.quick:

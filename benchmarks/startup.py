@@ -57,6 +57,7 @@ def run(repeats: int) -> dict:
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
         "TOKENIZERS_PARALLELISM": "false",
     }
+    load_before = os.getloadavg()[0]
     cli, phases = [], []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -95,7 +96,8 @@ def run(repeats: int) -> dict:
         "benchmark": "startup",
         "command": f'ctxcomp compress --query "{QUERY}" --docs examples/sample_docs.jsonl --budget 40',
         "repeats": repeats,
-        "load_average_before": os.getloadavg()[0],
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
         "cli_total_s": cli_s,
         "cli_total_all_s": cli,
         "phases_median_s": med,
