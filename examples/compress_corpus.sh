@@ -9,8 +9,10 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 IN="$HERE/sample_corpus.jsonl"
 OUT="${1:-${TMPDIR:-/tmp}/ctxcomp-sample.out.jsonl}"
+VENV="$HERE/../.venv/bin"   # the checkout's venv (make demo), when ctxcomp is not on PATH
+if [[ -z "${PYTHON:-}" && -x "$VENV/python" ]] && ! command -v ctxcomp >/dev/null 2>&1; then PYTHON="$VENV/python"; fi
 PY="${PYTHON:-python3}"
-if command -v ctxcomp >/dev/null 2>&1; then CLI=(ctxcomp); else CLI=("$PY" -m ctxcomp); fi
+if [[ -n "${PYTHON:-}" ]]; then CLI=("$PY" -m ctxcomp); elif command -v ctxcomp >/dev/null 2>&1; then CLI=(ctxcomp); else CLI=("$PY" -m ctxcomp); fi
 PROXY_ARGS=()
 if [[ -n "${CTXCOMP_PROXY:-}" ]]; then PROXY_ARGS=(--proxy "$CTXCOMP_PROXY" --scorer attention); fi
 
