@@ -53,7 +53,8 @@ def worker(preset: str, size: int, method: str, repeats: int) -> dict:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     from ctxcomp import CompressionConfig, Compressor
 
-    comp = Compressor(CompressionConfig(proxy_model=preset)).load()  # the default scorer
+    # the default scorer; one proxy window even at 8k (the default window is 8192 tokens with the question)
+    comp = Compressor(CompressionConfig(proxy_model=preset, max_proxy_tokens=max(8192, size + 1024))).load()
     tok = comp.proxy.tokenizer
     docs = _docs_for(size, tok)
     question = "who got the first nobel prize in physics"

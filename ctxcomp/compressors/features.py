@@ -229,6 +229,61 @@ def question_coverage(query: str, sentences: Sequence[str]) -> np.ndarray:
     return np.array([sum(idf[w] for w in q if w in d) / total for d in docs])
 
 
+def embedding_inputs(ctx: SentenceContext, doc_vectors: str = "embed") -> list[list[str]]:
+    """The text lists :func:`build_features` embeds for the ``embedding`` family, in call order.
+
+    A scorer can embed these ahead of time (e.g. concurrently with the proxy's prefill) and hand
+    :func:`build_features` an embedder that already holds them (:class:`PrecomputedEmbedder`).
+
+    Args:
+        ctx: The call's sentences.
+        doc_vectors: ``"embed"`` (documents embedded whole: a second list) or ``"mean"``.
+
+    Returns:
+        ``[[query, *sentences]]``, plus ``[documents]`` when documents are embedded whole.
+
+    Example:
+        >>> ctx = SentenceContext("q?", ["A.", "B."], [0, 1], [0, 0], [1, 1], ["A.", "B."])
+        >>> embedding_inputs(ctx, "mean")
+        [['q?', 'A.', 'B.']]
+    """
+    lists = [[ctx.query, *ctx.texts]]
+    if doc_vectors != "mean":
+        lists.append(list(ctx.doc_texts))
+    return lists
+
+
+class PrecomputedEmbedder:
+    """An embedder whose answers for known text lists are already computed (or being computed).
+
+    ``embed(texts)`` returns the stored result for exactly that list (waiting for it when it is a
+    future still running) and falls back to the inner embedder for anything else.
+
+    Args:
+        inner: The embedder to fall back to (its ``id`` is kept).
+        results: ``tuple(texts) -> array or concurrent.futures.Future``.
+
+    Example:
+        >>> from ctxcomp.retrieval import HashingEmbedder
+        >>> inner = HashingEmbedder(8)
+        >>> pre = PrecomputedEmbedder(inner, {("a b",): inner.embed(["a b"])})
+        >>> pre.embed(["a b"]).shape, pre.embed(["c"]).shape
+        ((1, 8), (1, 8))
+    """
+
+    def __init__(self, inner: Any, results: dict[tuple[str, ...], Any]) -> None:
+        self.inner = inner
+        self.id = getattr(inner, "id", "embedder")
+        self.results = results
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts`` (stored when known, else computed by the inner embedder)."""
+        found = self.results.get(tuple(texts))
+        if found is None:
+            return np.asarray(self.inner.embed(list(texts)))
+        return np.asarray(found.result() if hasattr(found, "result") else found)
+
+
 def _within_doc_bases(families: Sequence[str], hidden_layers: Sequence[int]) -> list[str]:
     bases = []
     if "attention" in families:

@@ -29,7 +29,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ctxcomp.compressors.features import PREFILL_FAMILIES, SentenceContext, build_features
+from ctxcomp.compressors.features import (
+    PREFILL_FAMILIES,
+    PrecomputedEmbedder,
+    SentenceContext,
+    build_features,
+    embedding_inputs,
+)
 from ctxcomp.compressors.probe import ProbeFeatures, Prober, ProbeRequest, PromptTemplate
 from ctxcomp.compressors.trained import TrainedProbe, find_shipped_probe, load_probe
 from ctxcomp.config import CompressionConfig
@@ -317,23 +323,40 @@ class ProbeScorer:
         p = self.probe
         feats = None
         req = self._request(query)
+        ctx = SentenceContext.of(query, cands)
+        embedder = self.embedder
+        pool = None
         if req is not None:
             if prober is None:
                 raise ConfigError("prober", "is None but the probe reads the prefill", "pass a Prober")
-            feats = prober.features(
-                query,
-                layers=req.layers,
-                m=req.m,
-                focus=req.focus,
-                groups=req.groups,
-                hidden_layers=req.hidden_layers,
-            )
+            if embedder is not None and "embedding" in p.families and not prober.has(req):
+                # The embedder runs in a second thread while the proxy prefills (both release the
+                # GIL in torch), so the two passes overlap instead of adding up.
+                from concurrent.futures import ThreadPoolExecutor
+
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxcomp-embed")
+                inner = embedder
+                lists = embedding_inputs(ctx, p.doc_vectors)
+                futures = {tuple(texts): pool.submit(inner.embed, texts) for texts in lists}
+                embedder = PrecomputedEmbedder(inner, futures)
+            try:
+                feats = prober.features(
+                    query,
+                    layers=req.layers,
+                    m=req.m,
+                    focus=req.focus,
+                    groups=req.groups,
+                    hidden_layers=req.hidden_layers,
+                )
+            finally:
+                if pool is not None:
+                    pool.shutdown(wait=True)
         return build_features(
-            SentenceContext.of(query, cands),
+            ctx,
             feats,
             families=p.families,
             heads=p.heads,
-            embedder=self.embedder,
+            embedder=embedder,
             doc_vectors=p.doc_vectors,
             hidden_layers=req.hidden_layers if req is not None else (),
         )
