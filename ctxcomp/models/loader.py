@@ -101,6 +101,13 @@ def resolve_spec(spec: str, *, field: str = "proxy_model") -> ResolvedSpec:
             raise UnknownModelError(
                 f"{field}: GGUF file {spec!r} does not exist. Fix: pass an existing file."
             )
+        with p.open("rb") as fh:
+            magic = fh.read(4)
+        if magic != b"GGUF":
+            raise UnknownModelError(
+                f"{field}: {spec!r} is not a GGUF file (it does not start with the GGUF magic bytes). "
+                "Fix: pass a .gguf model file, a model directory or a preset name."
+            )
         return ResolvedSpec(spec, "gguf", path=p)
     if p.is_dir():
         if not (p / "config.json").is_file():

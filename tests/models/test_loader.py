@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ def test_resolve_kinds(tmp_path: Path, tiny_qwen: Path) -> None:
     assert loader.resolve_spec(str(tiny_qwen)).kind == "dir"
     assert loader.resolve_spec("Qwen/Qwen2.5-0.5B-Instruct").kind == "hub"
     gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(b"x")
+    gguf.write_bytes(b"GGUF...")
     assert loader.resolve_spec(str(gguf)).kind == "gguf"
 
 
@@ -87,18 +86,17 @@ def test_missing_chunk_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_missing_gguf_dependency_names_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CTXCOMP_CACHE", str(tmp_path))
     gguf = tmp_path / "model.gguf"
-    gguf.write_bytes(b"not really a gguf")
-    real_import = builtins.__import__
-
-    def fake_import(name: str, *args: object, **kwargs: object) -> object:
-        if name == "gguf" or name.startswith("gguf."):
-            raise ImportError("No module named 'gguf'", name="gguf")
-        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.delitem(sys.modules, "gguf", raising=False)
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+    gguf.write_bytes(b"GGUF but not really a model")
+    monkeypatch.setitem(sys.modules, "gguf", None)  # any import of gguf now fails, however it is done
     with pytest.raises(MissingDependencyError, match=r"ctxcomp\[offline\]"):
         loader.materialise(str(gguf))
+
+
+def test_a_file_that_is_not_gguf_is_a_named_error(tmp_path: Path) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not really a gguf")
+    with pytest.raises(UnknownModelError, match=r"proxy_model: .* is not a GGUF file.*Fix:"):
+        loader.materialise(str(bad), field="proxy_model")
 
 
 def test_cache_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
