@@ -77,8 +77,16 @@ def measure(proxy: str, sizes: list[int], reps: int) -> list[dict[str, Any]]:
 
     out = []
     for n in sizes:
+        # One window up to 16k tokens; beyond, the default 8k windows (the path long inputs take),
+        # with the per-call input limit lifted so the 100k-token point can run at all.
+        window = n + 4096 if n <= 16384 else 8192
         cfg = CompressionConfig(
-            proxy_model=proxy, scorer="attention", probe_layers=(0,), max_proxy_tokens=n + 4096, device="cpu"
+            proxy_model=proxy,
+            scorer="attention",
+            probe_layers=(0,),
+            max_proxy_tokens=window,
+            max_input_chars=None,
+            device="cpu",
         )
         comp = Compressor(cfg).load()
         docs = synthetic_docs(n)
