@@ -22,13 +22,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -382,6 +385,32 @@ def load_tokenizer(spec: str, *, field: str = "reader_tokenizer") -> Any:
         raise
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' per-load "Loading weights" bars unless ctxcomp logs at INFO (the CLI's ``-v``).
+
+    ctxcomp announces its own slow first-run work (:func:`notice`); the per-load bars of a warm
+    load are noise on every call. Restores transformers' setting afterwards.
+
+    Example:
+        >>> with quiet_loading():
+        ...     pass
+    """
+    try:
+        tl = importlib.import_module("transformers.utils.logging")
+    except ImportError:
+        yield
+        return
+    if logging.getLogger("ctxcomp").isEnabledFor(logging.INFO) or not tl.is_progress_bar_enabled():
+        yield
+        return
+    tl.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tl.enable_progress_bar()
+
+
 def load_causal_lm(
     spec: str, *, device: str, dtype: str, attn_implementation: str
 ) -> tuple[Any, ModelSource]:
@@ -410,9 +439,10 @@ def load_causal_lm(
 
     kwargs: dict[str, Any] = {"use_safetensors": True} if src.cached else {}
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            src.location, dtype=getattr(torch, dtype), attn_implementation=attn_implementation, **kwargs
-        )
+        with quiet_loading():
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                src.location, dtype=getattr(torch, dtype), attn_implementation=attn_implementation, **kwargs
+            )
     except CtxcompError:
         raise
     except Exception as err:  # a damaged cache folder: SafetensorError, ValueError, RuntimeError, ...

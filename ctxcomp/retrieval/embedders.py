@@ -149,8 +149,11 @@ class MeanPooledEncoder:
         cfg = json.loads((self.folder / "sentence_bert_config.json").read_text())
         self.max_length = int(cfg.get("max_seq_length", 512))
         self.device = torch.device(device or "cpu")
+        from ctxcomp.models.loader import quiet_loading
+
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-        self.model = transformers.AutoModel.from_pretrained(folder).to(self.device).eval()
+        with quiet_loading():
+            self.model = transformers.AutoModel.from_pretrained(folder).to(self.device).eval()
 
     @staticmethod
     def fits(folder: str) -> bool:

@@ -102,3 +102,12 @@ def test_a_file_that_is_not_gguf_is_a_named_error(tmp_path: Path) -> None:
 def test_cache_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CTXCOMP_CACHE", str(tmp_path))
     assert loader.cache_dir() == tmp_path
+
+
+def test_warm_loads_show_no_transformers_bars(tiny_qwen: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    import transformers
+
+    assert transformers.utils.logging.is_progress_bar_enabled()
+    loader.load_causal_lm(str(tiny_qwen), device="cpu", dtype="float32", attn_implementation="sdpa")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers.utils.logging.is_progress_bar_enabled()  # the user's setting is restored
