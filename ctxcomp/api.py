@@ -441,7 +441,10 @@ class Compressor:
                 calls.append(err)
         live = [c for c in calls if isinstance(c, _Call) and c.cands.sentences]
         requests = getattr(self.scorer, "probe_requests", None)
-        if live and requests is not None:  # every item's prefills in shared, length-bucketed batches
+        batching = self.proxy.batch_tokens(self.config.prefill_batch_tokens) > 0
+        if live and requests is not None and batching:  # every item's prefills in shared batches
+            # Without batching (CPU default) each item prefills in _finish, where the probe scorer
+            # overlaps it with its embedding pass; prefetching would only serialise the two.
             prefetch([(c.prober, req) for c in live for req in requests(c.query)])
         it: Iterable[Any] = calls
         if progress:

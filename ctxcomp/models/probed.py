@@ -278,6 +278,18 @@ class ProbedLM:
         return int(self.model.config.get_text_config().num_hidden_layers)
 
     # ------------------------------------------------------------------ the probed prefill
+    def batch_tokens(self, requested: int | None = None) -> int:
+        """Padded tokens per batched prefill: ``requested``, or the device's default (16k on CUDA;
+        0 on CPU, where padding rows costs more than it saves: one prompt per prefill).
+
+        Example:
+            >>> ProbedLM.__new__(ProbedLM).batch_tokens(4096)
+            4096
+        """
+        if requested is not None:
+            return requested
+        return 16384 if self.device.startswith("cuda") else 0
+
     def prefill(
         self,
         prompts: Sequence[SegmentedPrompt],
@@ -328,8 +340,7 @@ class ProbedLM:
             token_segments(off, p.char_segments)
             for off, p in zip(enc["offset_mapping"], prompts, strict=True)
         ]
-        if batch_tokens is None:
-            batch_tokens = 16384 if self.device.startswith("cuda") else 0
+        batch_tokens = self.batch_tokens(batch_tokens)
         pad = self.tokenizer.pad_token_id
         pad = int(pad) if pad is not None else 0
         out: list[PrefillResult | None] = [None] * len(prompts)

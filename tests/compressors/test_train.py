@@ -80,10 +80,13 @@ def test_train_probe_tiny(tiny_qwen: Path, tmp_path: Path, monkeypatch: pytest.M
     )
     assert ctx.stats.scorer == "probe"
     assert "capital of country 3 is Lima" in ctx.text
-    # compress() embeds concurrently with the prefill; compress_batch prefetches the prefill and
-    # embeds after it: the same scores either way.
+    # compress() embeds concurrently with the prefill; with batched prefills on, compress_batch
+    # prefetches the prefill and embeds after it: the same scores either way.
     q, docs = "what is the capital of country 3?", json.loads(data.read_text().splitlines()[3])["docs"]
-    batched = comp.compress_batch([(q, docs)], ratio=0.3)[0]
+    batching = CompressionConfig(
+        proxy_model=str(tiny_qwen), scorer="probe", probe_path=str(out), prefill_batch_tokens=4096
+    )
+    batched = Compressor(batching).compress_batch([(q, docs)], ratio=0.3)[0]
     assert [s.score for s in batched.sentences] == [s.score for s in ctx.sentences]
     # Depth chosen by CV among the quarter ends of layers 0-2; with a perfect CV AUC at every
     # depth, the shallowest wins (the forward then exits after layer 0).
