@@ -104,10 +104,18 @@ def test_cache_dir_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert loader.cache_dir() == tmp_path
 
 
-def test_warm_loads_show_no_transformers_bars(tiny_qwen: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_warm_loads_show_no_transformers_bars(
+    tiny_qwen: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import transformers
 
-    assert transformers.utils.logging.is_progress_bar_enabled()
-    loader.load_causal_lm(str(tiny_qwen), device="cpu", dtype="float32", attn_implementation="sdpa")
-    assert "Loading weights" not in capfd.readouterr().err
-    assert transformers.utils.logging.is_progress_bar_enabled()  # the user's setting is restored
+    tl = transformers.utils.logging
+    was = tl.is_progress_bar_enabled()
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)  # a CLI test may have set it
+    tl.enable_progress_bar()  # as in a fresh process (the CLI's tests turn it off globally)
+    try:
+        loader.load_causal_lm(str(tiny_qwen), device="cpu", dtype="float32", attn_implementation="sdpa")
+        assert "Loading weights" not in capfd.readouterr().err
+        assert tl.is_progress_bar_enabled()  # the user's setting is restored
+    finally:
+        (tl.enable_progress_bar if was else tl.disable_progress_bar)()
