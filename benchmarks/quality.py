@@ -211,6 +211,7 @@ def end_to_end(
     rows: list[dict[str, float]] = []
     for e in list(exs)[:n]:
         ctx: QAContext = e.source
+        cands = split_documents(list(ctx.docs))
         row: dict[str, float] = {}
         for r in ratios:
             t = time.perf_counter()
@@ -219,7 +220,6 @@ def end_to_end(
             row[f"recall@{r:g}x"] = float(has_answer(res.text, ctx.answers))
             row[f"compression@{r:g}x"] = res.stats.compression
             if ctx.support:
-                cands = split_documents(list(ctx.docs))
                 kept = [s.kept for s in res.sentences]
                 row[f"facts@{r:g}x"] = float(all_facts_kept(ctx, cands, kept))
         rows.append(row)

@@ -254,14 +254,14 @@ def embedding_inputs(ctx: SentenceContext, doc_vectors: str = "embed") -> list[l
 
 
 class PrecomputedEmbedder:
-    """An embedder whose answers for known text lists are already computed (or being computed).
+    """An embedder whose answers for known text lists are already computed.
 
-    ``embed(texts)`` returns the stored result for exactly that list (waiting for it when it is a
-    future still running) and falls back to the inner embedder for anything else.
+    ``embed(texts)`` returns the stored result for exactly that list and falls back to the inner
+    embedder for anything else.
 
     Args:
         inner: The embedder to fall back to (its ``id`` is kept).
-        results: ``tuple(texts) -> array or concurrent.futures.Future``.
+        results: ``tuple(texts) -> [len(texts), dim]`` embeddings.
 
     Example:
         >>> from ctxcomp.retrieval import HashingEmbedder
@@ -271,7 +271,7 @@ class PrecomputedEmbedder:
         ((1, 8), (1, 8))
     """
 
-    def __init__(self, inner: Any, results: dict[tuple[str, ...], Any]) -> None:
+    def __init__(self, inner: Any, results: dict[tuple[str, ...], np.ndarray]) -> None:
         self.inner = inner
         self.id = getattr(inner, "id", "embedder")
         self.results = results
@@ -281,7 +281,7 @@ class PrecomputedEmbedder:
         found = self.results.get(tuple(texts))
         if found is None:
             return np.asarray(self.inner.embed(list(texts)))
-        return np.asarray(found.result() if hasattr(found, "result") else found)
+        return np.asarray(found)
 
 
 def _within_doc_bases(families: Sequence[str], hidden_layers: Sequence[int]) -> list[str]:

@@ -408,6 +408,17 @@ class Prober:
         req = ProbeRequest.of(
             query, layers=layers, m=m, focus=focus, groups=groups, hidden_layers=hidden_layers
         )
+        return self.fetch(req)
+
+    def fetch(self, req: ProbeRequest) -> ProbeFeatures:
+        """The features of ``req``: memoised (e.g. by :func:`prefetch`), or prefilled now.
+
+        Args:
+            req: The request.
+
+        Returns:
+            The features.
+        """
         if req not in self._memo:
             prefetch([(self, req)])
         return self._memo[req]

@@ -325,7 +325,6 @@ class ProbeScorer:
         req = self._request(query)
         ctx = SentenceContext.of(query, cands)
         embedder = self.embedder
-        pool = None
         if req is not None:
             if prober is None:
                 raise ConfigError("prober", "is None but the probe reads the prefill", "pass a Prober")
@@ -334,23 +333,13 @@ class ProbeScorer:
                 # GIL in torch), so the two passes overlap instead of adding up.
                 from concurrent.futures import ThreadPoolExecutor
 
-                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxcomp-embed")
-                inner = embedder
-                lists = embedding_inputs(ctx, p.doc_vectors)
-                futures = {tuple(texts): pool.submit(inner.embed, texts) for texts in lists}
-                embedder = PrecomputedEmbedder(inner, futures)
-            try:
-                feats = prober.features(
-                    query,
-                    layers=req.layers,
-                    m=req.m,
-                    focus=req.focus,
-                    groups=req.groups,
-                    hidden_layers=req.hidden_layers,
-                )
-            finally:
-                if pool is not None:
-                    pool.shutdown(wait=True)
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ctxcomp-embed") as pool:
+                    lists = embedding_inputs(ctx, p.doc_vectors)
+                    futures = {tuple(texts): pool.submit(embedder.embed, texts) for texts in lists}
+                    feats = prober.fetch(req)
+                embedder = PrecomputedEmbedder(embedder, {k: f.result() for k, f in futures.items()})
+            else:
+                feats = prober.fetch(req)
         return build_features(
             ctx,
             feats,
